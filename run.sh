@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run a command inside the project's virtual environment, creating or updating it first.
+#   ./run.sh python runpod_test.py      # local smoke run
+#   ./run.sh python -m pytest -q        # the test suite
+# The environment lives in .venv (override with VENV=...). It is rebuilt when a requirements
+# file changes. PYTHON picks the interpreter used to create it (CPython 3.10-3.12).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+venv=${VENV:-$here/.venv}
+python=${PYTHON:-python3}
+reqs=("$here/requirements_runpod.txt" "$here/requirements_mediapipe.txt" "$here/requirements-dev.txt")
+stamp="$venv/.requirements.sha256"
+want=$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)
+
+if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "run.sh: installing the environment into $venv (first run takes a few minutes)" >&2
+  [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    -r "$here/requirements_runpod.txt" -r "$here/requirements-dev.txt" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    -r "$here/requirements_mediapipe.txt" >&2
+  echo "$want" >"$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+cd "$here"
+exec "$@"
