@@ -1,0 +1,404 @@
+"""CP-VTON+ inference: ``CPVTONPlusModel``, a predictor with a PIL/numpy API over the tensor API.
+
+    model = CPVTONPlusModel("checkpoints")                  # GMM/gmm_final.pth, TOM/tom_final.pth
+    result = model.try_on("person.jpg", "cloth.jpg")        # parse/pose/masks computed if absent
+    result.image.save("tryon.png")
+
+Pipeline per pair (spec §1–3): person → 22-channel representations (GMM and TOM variants) →
+GMM(agnostic, cloth mask) → TPS grid → warp cloth and mask → TOM(agnostic, warped cloth,
+warped mask ≥ 0.5) → rendered person and composition mask → try-on. ``prepare_person`` /
+``prepare_cloth`` do the per-image work once (so a person can be reused with many garments);
+``run`` does one batched forward pass per stage.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+import cp_dataset
+from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose,
+                        normalize, person_representations)
+from errors import InvalidInput, NoCloth
+from images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
+from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
+from weights import (GMM_FILE, TOM_FILE, WeightsInfo, load_checkpoint, random_weights,
+                     state_dict_sha256)
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OUTPUT_SIZES = ("original", "model")
+#: Parse labels that the try-on replaces when the result is pasted back into a photo:
+#: the upper-body garment and the arms (the new garment may have other sleeves).
+REPLACED_LABELS = CLOTH_LABELS + (14, 15)
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ------------------------------------------------------------------------------------------------
+# Results and prepared inputs
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class PreparedPerson:
+    """A person ready for the networks (model size H×W = 256×192).
+
+    image: 3×H×W in [-1, 1]; agnostic_gmm / agnostic_tom: 22×H×W in [-1, 1];
+    parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in model pixels;
+    original: the photo as received (RGB); framing: how it maps to the model crop (``None``
+    when the photo already is 192×256 and was used as is).
+    """
+
+    image: torch.Tensor
+    agnostic_gmm: torch.Tensor
+    agnostic_tom: torch.Tensor
+    parse: np.ndarray
+    body_mask: np.ndarray
+    keypoints: np.ndarray
+    original: Image.Image
+    framing: Any = None
+    num_people: int = 1
+    notes: tuple[str, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedCloth:
+    """A garment ready for the networks: cloth 3×H×W in [-1, 1], mask 1×H×W in {0, 1}."""
+
+    cloth: torch.Tensor
+    mask: torch.Tensor
+    original: Image.Image
+    notes: tuple[str, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TryOnResult:
+    """The try-on and its intermediates (PIL images of the model size, 192×256, unless noted).
+
+    image: the result, at the person photo's size (``output_size="original"``) or 192×256;
+    model_image: the 192×256 synthesis; warped_cloth (RGB), warped_mask (L, before binarising),
+    rendered (RGB), composite_mask (L), warped_grid (RGB); parse: 256×192 uint8 labels;
+    keypoints: 18×3 in model pixels; random_weights: True when the weights were random.
+    """
+
+    image: Image.Image
+    model_image: Image.Image
+    warped_cloth: Image.Image
+    warped_mask: Image.Image
+    rendered: Image.Image
+    composite_mask: Image.Image
+    warped_grid: Image.Image
+    parse: np.ndarray
+    keypoints: np.ndarray
+    random_weights: bool
+    notes: tuple[str, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tensor ↔ image helpers (pure)
+# ------------------------------------------------------------------------------------------------
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """C×H×W in [-1, 1] → H×W×C (or H×W) uint8, as the reference saved images:
+    ``(x + 1) · 0.5 · 255``, clamped, truncated."""
+    a = ((x.detach().float().cpu() + 1) * 0.5 * 255).clamp(0, 255).numpy().astype(np.uint8)
+    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """C×H×W in [-1, 1] (C = 1 or 3) → PIL L or RGB."""
+    return Image.fromarray(to_uint8(x))
+
+
+def mask_to_pil(m: torch.Tensor) -> Image.Image:
+    """1×H×W in [0, 1] → PIL L."""
+    return to_pil(m * 2 - 1)
+
+
+def replaced_region(parse: np.ndarray, warped_mask: np.ndarray) -> np.ndarray:
+    """H×W float in [0, 1]: where the try-on changes the person (old garment, arms, new garment)."""
+    return (np.isin(parse, REPLACED_LABELS) | (warped_mask >= 0.5)).astype(np.float32)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible")
+    return dev
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, not {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 is not supported on CPU; use bf16 or fp32")
+    return precision
+
+
+def _preprocess_module():
+    """The automatic preprocessing module, imported on first use (it loads MediaPipe)."""
+    try:
+        import preprocess
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise InvalidInput(
+            "automatic preprocessing is unavailable on this installation "
+            f"({exc.name or exc}); supply person_parse, person_pose and person_mask "
+            "for a 192x256 person image", field="person_image") from None
+    return preprocess
+
+
+# ------------------------------------------------------------------------------------------------
+# The predictor
+# ------------------------------------------------------------------------------------------------
+class CPVTONPlusModel:
+    """CP-VTON+ (GMM + TOM) with checkpoint loading, preprocessing and batched inference.
+
+    Args:
+        checkpoint_dir: folder holding ``GMM/gmm_final.pth`` and ``TOM/tom_final.pth``.
+        device: "auto" (CUDA if visible, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
+        precision: "auto" (fp32 on CPU; bf16, or fp16 where bf16 is unsupported, on CUDA),
+            "fp32", "bf16" or "fp16" (reduced precisions run under autocast).
+        gmm_checkpoint, tom_checkpoint: override the two file paths.
+        allow_random_weights: only for smoke runs: if a checkpoint file is missing, use the
+            deterministic random weights instead of failing; results then say ``random_weights``.
+        max_pixels: decoded-pixel limit per input image.
+
+    Raises :class:`errors.CheckpointError` (naming the path) for a missing or malformed file.
+    """
+
+    def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
+                 precision: str = "auto", *, gmm_checkpoint: str | os.PathLike | None = None,
+                 tom_checkpoint: str | os.PathLike | None = None, allow_random_weights: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, cfg: CPVTONConfig = DEFAULT_CONFIG):
+        self.cfg = cfg
+        self.max_pixels = max_pixels
+        self.device = _resolve_device(device)
+        self.precision = _resolve_precision(precision, self.device)
+        self.gmm = build_gmm(cfg)
+        self.tom = build_tom(cfg)
+        ckpt = Path(checkpoint_dir)
+        gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
+        tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
+        if allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()):
+            gmm_state, tom_state = random_weights(cfg)
+            self.gmm.load_state_dict(gmm_state, strict=True)
+            self.tom.load_state_dict(tom_state, strict=True)
+            self.weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
+                                       random=True)
+            log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
+                        "(allow_random_weights=True)", gmm_path, tom_path)
+        else:
+            self.weights = WeightsInfo(load_checkpoint(self.gmm, gmm_path),
+                                       load_checkpoint(self.tom, tom_path), random=False,
+                                       gmm_path=str(gmm_path), tom_path=str(tom_path))
+        self.gmm.to(self.device).requires_grad_(False)
+        self.tom.to(self.device).requires_grad_(False)
+        self.grid_image = cp_dataset.grid_image_tensor(cfg)        # 3×H×W in [-1, 1]
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def model_size(self) -> tuple[int, int]:
+        """(W, H) of the networks' images."""
+        return self.cfg.width, self.cfg.height
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+    # -- per-image preparation -----------------------------------------------------------------
+    def prepare_person(self, person, *, parse=None, pose=None, person_mask=None) -> PreparedPerson:
+        """Decode the person photo and build both 22-channel representations.
+
+        ``parse`` (label image/array), ``pose`` (OpenPose JSON dict or 18×3 array) and
+        ``person_mask`` (body mask image/array) are in the photo's pixel coordinates and are used
+        as given; whatever is missing is computed by :mod:`preprocess`. A 192×256 photo is used
+        as is; any other size is framed to a 3:4 box around the person.
+        """
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        image = load_rgb(person, field="person_image", max_pixels=self.max_pixels)
+        parse_arr = None if parse is None else load_label_map(parse, field="person_parse",
+                                                              max_pixels=self.max_pixels)
+        mask_arr = None if person_mask is None else load_mask(person_mask, field="person_mask",
+                                                              threshold=1, max_pixels=self.max_pixels)
+        keypoints = None
+        if pose is not None:
+            try:
+                keypoints = keypoints_from_openpose(pose, self.cfg.num_keypoints)
+            except ValueError as exc:
+                raise InvalidInput(f"person_pose: {exc}", field="person_pose") from None
+        for name, arr in (("person_parse", parse_arr), ("person_mask", mask_arr)):
+            if arr is not None and arr.shape != (image.height, image.width):
+                raise InvalidInput(f"{name}: size {arr.shape[1]}x{arr.shape[0]} differs from the "
+                                   f"person image's {image.width}x{image.height}", field=name)
+        timings["decode"] = _ms(t0)
+
+        t1 = time.perf_counter()
+        complete = parse_arr is not None and mask_arr is not None and keypoints is not None
+        if complete and image.size == self.model_size:
+            model_image, framing, num_people, notes = image, None, 1, ()
+        else:
+            prepared = _preprocess_module().prepare_person(
+                image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
+            model_image, framing = prepared.image, prepared.framing
+            parse_arr, mask_arr, keypoints = prepared.parse, prepared.body_mask, prepared.keypoints
+            num_people, notes = prepared.num_people, tuple(prepared.notes)
+        timings["analysis"] = _ms(t1)
+
+        t2 = time.perf_counter()
+        image_t = normalize(np.asarray(model_image))
+        reps = person_representations(image_t, parse_arr, mask_arr, keypoints, self.cfg)
+        timings["representation"] = _ms(t2)
+        return PreparedPerson(image=image_t, agnostic_gmm=reps["GMM"], agnostic_tom=reps["TOM"],
+                              parse=parse_arr, body_mask=mask_arr, keypoints=keypoints,
+                              original=image, framing=framing, num_people=num_people,
+                              notes=notes, timings_ms=timings)
+
+    def prepare_cloth(self, cloth, *, cloth_mask=None) -> PreparedCloth:
+        """Decode the in-shop garment photo and its mask (computed by :mod:`preprocess` if absent).
+
+        A garment photo of another size than 192×256 is padded with white to 3:4 (centred) and
+        resized; its mask follows the same transform.
+        """
+        t0 = time.perf_counter()
+        image = load_rgb(cloth, field="cloth_image", max_pixels=self.max_pixels)
+        if cloth_mask is not None:
+            mask = load_mask(cloth_mask, field="cloth_mask", threshold=MASK_THRESHOLD,
+                             max_pixels=self.max_pixels)
+            if mask.shape != (image.height, image.width):
+                raise InvalidInput(f"cloth_mask: size {mask.shape[1]}x{mask.shape[0]} differs from "
+                                   f"the cloth image's {image.width}x{image.height}", field="cloth_mask")
+        else:
+            mask = _preprocess_module().segment_cloth(image)
+        if not mask.any():
+            raise NoCloth("cloth_mask: the garment mask is empty", field="cloth_mask")
+        model_image, model_mask = self._fit_cloth(image, mask)
+        return PreparedCloth(cloth=normalize(np.asarray(model_image)),
+                             mask=cloth_mask_tensor(model_mask), original=image,
+                             timings_ms={"cloth": _ms(t0)})
+
+    def _fit_cloth(self, image: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+        """Pad to 3:4 (white / empty mask, centred) and resize to the model size."""
+        w, h = self.model_size
+        if image.size == (w, h):
+            return image, mask
+        iw, ih = image.size
+        cw, ch = max(iw, -(-ih * w // h)), max(ih, -(-iw * h // w))   # smallest 3:4 canvas
+        ox, oy = (cw - iw) // 2, (ch - ih) // 2
+        canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
+        canvas.paste(image, (ox, oy))
+        mcanvas = Image.new("L", (cw, ch), 0)
+        mcanvas.paste(Image.fromarray(mask.astype(np.uint8) * 255, "L"), (ox, oy))
+        resized = canvas.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
+        rmask = np.asarray(mcanvas.resize((w, h), Image.BILINEAR)) >= MASK_THRESHOLD
+        return resized, rmask
+
+    # -- the networks --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward_tensors(self, agnostic_gmm: torch.Tensor, agnostic_tom: torch.Tensor,
+                        cloth: torch.Tensor, cloth_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensor API: one forward pass per stage for a batch.
+
+        Inputs (on any device; moved to the model's): agnostic_gmm, agnostic_tom B×22×H×W in
+        [-1, 1]; cloth B×3×H×W in [-1, 1]; cloth_mask B×1×H×W in {0, 1}.
+        Returns float32 tensors on the model's device: theta B×50, grid B×H×W×2, warped_cloth
+        B×3×H×W, warped_mask B×1×H×W (before binarising), rendered B×3×H×W, composite_mask
+        B×1×H×W, tryon B×3×H×W, and ``timings_ms`` is not included (see :meth:`run`).
+        """
+        dev = self.device
+        agnostic_gmm, agnostic_tom, cloth, cloth_mask = (
+            t.to(dev, non_blocking=True) for t in (agnostic_gmm, agnostic_tom, cloth, cloth_mask))
+        with self._autocast():
+            grid, theta = self.gmm(agnostic_gmm, cloth_mask)                   # B×H×W×2, B×50
+            warped, warped_mask = warp_cloth(cloth, cloth_mask, grid)          # B×3×H×W, B×1×H×W
+            binary = (warped_mask >= 0.5).to(warped.dtype)
+            raw = self.tom(torch.cat([agnostic_tom, warped, binary], 1))       # B×4×H×W
+        rendered, composite, tryon = tom_outputs(raw.float(), warped.float())
+        return {"theta": theta.float(), "grid": grid.float(), "warped_cloth": warped.float(),
+                "warped_mask": warped_mask.float(), "rendered": rendered,
+                "composite_mask": composite, "tryon": tryon}
+
+    def run(self, persons: Sequence[PreparedPerson], cloths: Sequence[PreparedCloth], *,
+            output_size: str = "original") -> list[TryOnResult]:
+        """Try ``cloths[i]`` on ``persons[i]`` for every i, one forward pass per stage."""
+        if len(persons) != len(cloths):
+            raise ValueError("run() needs as many persons as cloths")
+        if output_size not in OUTPUT_SIZES:
+            raise InvalidInput(f"output_size must be one of {OUTPUT_SIZES}", field="output_size")
+        if not persons:
+            return []
+        t0 = time.perf_counter()
+        out = self.forward_tensors(torch.stack([p.agnostic_gmm for p in persons]),
+                                   torch.stack([p.agnostic_tom for p in persons]),
+                                   torch.stack([c.cloth for c in cloths]),
+                                   torch.stack([c.mask for c in cloths]))
+        with torch.inference_mode():
+            grids = warp_image(self.grid_image.to(self.device).expand(len(persons), -1, -1, -1),
+                               out["grid"])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        net_ms = _ms(t0)
+        return [self._result(i, p, c, out, grids[i], output_size, net_ms)
+                for i, (p, c) in enumerate(zip(persons, cloths))]
+
+    def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
+                grid_vis: torch.Tensor, output_size: str, net_ms: float) -> TryOnResult:
+        t0 = time.perf_counter()
+        model_image = to_pil(out["tryon"][i])
+        warped_mask = out["warped_mask"][i]
+        image = model_image
+        if output_size == "original" and person.framing is not None:
+            changed = replaced_region(person.parse, warped_mask[0].cpu().numpy())
+            image = person.framing.paste_back(person.original, model_image, changed)
+        notes = person.notes + cloth.notes
+        if self.weights.random:
+            notes += ("random weights: the image is not a real try-on",)
+        timings = {**person.timings_ms, **cloth.timings_ms, "networks": net_ms}
+        result = TryOnResult(
+            image=image, model_image=model_image, warped_cloth=to_pil(out["warped_cloth"][i]),
+            warped_mask=mask_to_pil(warped_mask), rendered=to_pil(out["rendered"][i]),
+            composite_mask=mask_to_pil(out["composite_mask"][i]), warped_grid=to_pil(grid_vis),
+            parse=person.parse, keypoints=person.keypoints, random_weights=self.weights.random,
+            notes=notes, timings_ms=timings)
+        result.timings_ms["postprocess"] = _ms(t0)
+        return result
+
+    # -- convenience ---------------------------------------------------------------------------
+    def try_on(self, person, cloth, *, parse=None, pose=None, person_mask=None, cloth_mask=None,
+               output_size: str = "original") -> TryOnResult:
+        """Try ``cloth`` on ``person``. Images: PIL, numpy arrays, file paths or encoded bytes."""
+        p = self.prepare_person(person, parse=parse, pose=pose, person_mask=person_mask)
+        c = self.prepare_cloth(cloth, cloth_mask=cloth_mask)
+        return self.run([p], [c], output_size=output_size)[0]
+
+    def try_on_batch(self, pairs: Sequence[Mapping[str, Any]], *, output_size: str = "original"
+                     ) -> list[TryOnResult]:
+        """Many pairs, one forward pass per stage. Each pair is a mapping with ``person`` and
+        ``cloth`` and optionally ``parse``, ``pose``, ``person_mask``, ``cloth_mask``."""
+        persons, cloths = [], []
+        for pair in pairs:
+            persons.append(self.prepare_person(pair["person"], parse=pair.get("parse"),
+                                               pose=pair.get("pose"),
+                                               person_mask=pair.get("person_mask")))
+            cloths.append(self.prepare_cloth(pair["cloth"], cloth_mask=pair.get("cloth_mask")))
+        return self.run(persons, cloths, output_size=output_size)
