@@ -1,0 +1,1 @@
+"""Automatic person and cloth preprocessing for CP-VTON+ (see ``preprocess.py``)."""

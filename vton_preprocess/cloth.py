@@ -1,0 +1,90 @@
+"""In-shop garment mask from a product photo (pure OpenCV, no model).
+
+Product photos show one garment on a near-uniform studio background. The background colour is
+estimated from the image border; a pixel is a garment candidate when its colour differs from it
+or when it lies on an edge (the outline and shading that separate a white garment from a white
+background). Background is what the border reaches through non-candidate pixels, so holes inside
+the garment (prints, logos the colour of the background) are filled by construction, and a garment
+that touches the frame stays foreground because its border pixels are candidates themselves.
+"""
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from . import config as C
+
+log = logging.getLogger(__name__)
+
+
+def _work_scale(h: int, w: int) -> float:
+    """Scale (≤ 1) that brings the longer side down to the working size."""
+    return min(1.0, C.CLOTH_WORK_LONG_SIDE / max(h, w))
+
+
+def _border_pixels(a: np.ndarray, width: int) -> np.ndarray:
+    """The ``width``-pixel frame of an H×W×C array, as N×C."""
+    return np.concatenate([a[:width].reshape(-1, a.shape[2]), a[-width:].reshape(-1, a.shape[2]),
+                           a[:, :width].reshape(-1, a.shape[2]),
+                           a[:, -width:].reshape(-1, a.shape[2])])
+
+
+def _fill_from_border(candidate: np.ndarray) -> np.ndarray:
+    """Foreground = everything the border cannot reach through non-candidate pixels (H×W bool)."""
+    n, lab = cv2.connectedComponents((~candidate).astype(np.uint8), connectivity=4)
+    touching = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    reach = np.zeros(n, bool)
+    reach[touching] = True
+    reach[0] = False  # label 0 = candidate pixels
+    return ~reach[lab]
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of an H×W bool mask (empty stays empty)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask.copy()
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return lab == best
+
+
+def cloth_probability(rgb: np.ndarray) -> np.ndarray:
+    """Garment mask of an H×W×3 uint8 RGB product photo at working resolution.
+
+    Returns an h×w float32 mask in {0, 1} where (h, w) is the image scaled so that its longer
+    side is at most ``CLOTH_WORK_LONG_SIDE`` (the caller resizes it back).
+    """
+    h, w = rgb.shape[:2]
+    s = _work_scale(h, w)
+    small = rgb if s == 1.0 else cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
+                                            interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (3, 3), 0)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    border = _border_pixels(lab, C.CLOTH_BORDER_PX)
+    bg = np.median(border, axis=0)
+    dist = np.linalg.norm(lab - bg, axis=2)
+    # Threshold above the background's own variation (vignetting, shadows, JPEG noise).
+    noise = float(np.percentile(np.linalg.norm(border - bg, axis=1), C.CLOTH_BORDER_NOISE_PCT))
+    thr = max(C.CLOTH_MIN_COLOUR_DIST, C.CLOTH_NOISE_FACTOR * noise)
+    candidate = dist > thr
+    # Edges carry white-on-white garments: outlines, seams and folds.
+    edges = cv2.Canny(lab[:, :, 0].astype(np.uint8), C.CLOTH_CANNY_LOW, C.CLOTH_CANNY_HIGH)
+    candidate |= edges > 0
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (C.CLOTH_CLOSE_PX, C.CLOTH_CLOSE_PX))
+    candidate = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_CLOSE, k) > 0
+    fg = _fill_from_border(candidate)
+    ko = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (C.CLOTH_OPEN_PX, C.CLOTH_OPEN_PX))
+    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, ko) > 0
+    fg = _largest_component(fg)
+    return fg.astype(np.float32)
+
+
+def segment_cloth_array(rgb: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 RGB product photo -> H×W bool garment mask (possibly empty)."""
+    h, w = rgb.shape[:2]
+    m = cloth_probability(rgb)
+    if m.shape != (h, w):
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    return m >= 0.5

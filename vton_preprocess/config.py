@@ -1,0 +1,59 @@
+"""Every tunable constant of the preprocessing, in one place.
+
+Sizes in pixels are at the stated working resolution; colour distances are in OpenCV's 8-bit
+CIELAB units (L, a, b each in 0..255).
+"""
+from __future__ import annotations
+
+#: (W, H) of CP-VTON+ inputs.
+MODEL_SIZE = (192, 256)
+#: Width / height of the person box (3:4).
+MODEL_ASPECT = MODEL_SIZE[0] / MODEL_SIZE[1]
+
+# ---- cloth segmentation -------------------------------------------------------------------
+CLOTH_WORK_LONG_SIDE = 320      # longer side of the working image
+CLOTH_BORDER_PX = 3             # width of the frame used to estimate the background colour
+CLOTH_BORDER_NOISE_PCT = 75     # percentile of the border's colour spread taken as "noise" (robust to a garment touching the frame)
+CLOTH_NOISE_FACTOR = 1.5        # colour threshold = max(MIN, factor × border noise)
+CLOTH_MIN_COLOUR_DIST = 8.0     # Lab distance below which a pixel is background-coloured
+CLOTH_CANNY_LOW = 6            # Canny thresholds on the L channel (white-on-white outlines)
+CLOTH_CANNY_HIGH = 18
+CLOTH_CLOSE_PX = 7              # closing kernel that seals gaps in faint outlines
+CLOTH_OPEN_PX = 3               # opening kernel that removes specks and thin shadows
+CLOTH_MIN_AREA_FRAC = 0.02      # a mask smaller than this fraction of the image is "no cloth"
+
+# ---- person analysis ----------------------------------------------------------------------
+WORK_LONG_SIDE = 512            # person photos are analysed with their longer side at most this
+POSE_MIN_DETECTION = 0.3        # MediaPipe pose detector threshold
+FACE_MIN_DETECTION = 0.5        # face detector / face mesh threshold
+KEYPOINT_MIN_CONFIDENCE = 0.5   # landmarks with a lower MediaPipe visibility are reported missing
+BODY_PROB_THRESHOLD = 0.5       # mean of pose and selfie segmentation probabilities
+FACE_CROP_SCALE = 2.6           # head crop side / face span (eye-to-ear or eye-to-mouth) for face mesh
+FACE_CROP_SIZE = 192            # face mesh input side
+PERSON_CROP_FACE_WIDTHS = 4.0   # with several people: half-width of the crop around the chosen face
+MIN_SEED_PIXELS = 30            # colour models need at least this many seed pixels
+# Colour histograms in 8-bit Lab: bins per channel.
+HIST_BINS = (16, 32, 32)
+HIST_FLOOR = 1e-4               # probability floor of an unseen colour
+SCORE_SMOOTH_FRAC = 0.012       # score-map box filter size, as a fraction of the work height
+# Geometry of the priors, as fractions of the torso length T (shoulder line to hip line).
+TORSO_SEED_TOP = 0.25           # torso colour seeds from shoulders + 0.25 T ...
+TORSO_SEED_BOTTOM = 0.85        # ... to shoulders + 0.85 T, inner half of the shoulder width
+LOWER_SEED_TOP = 0.2            # lower-body seeds from hips + 0.2 T down to the knees
+HIP_TRANSITION = 0.08           # softness of the upper/lower clothes boundary at the hip line
+HAIR_DECAY = 0.35               # hair prior decays with this scale below the shoulder line
+NECK_DEPTH = 0.35               # skin down to shoulders + 0.35 T near the neck is neck/chest
+SKIN_SEED_SHRINK = 0.55         # skin seeds: face outline shrunk to this fraction about its centre
+SKIN_MAHALANOBIS = 3.5          # pixels closer than this to the skin model are "skin-like"
+SIDE_WEIGHT = 1.0               # log-prior boost for hair in the head zone
+# Person size checks (in model pixels, after framing to 192×256).
+MIN_PERSON_HEIGHT_FRAC = 0.15   # body mask shorter than this fraction of the image: too small
+FRAME_MARGIN = 0.06             # margin around the person inside the 3:4 box (fraction of height)
+FEATHER_PX = 6                  # paste-back feather width, in full-resolution pixels per 192 px
+# VITON framing: the top of the head at HEAD_TOP_FRAC and the hip line at HIP_FRAC of the box
+# height (where they sit in the VITON training images); from the shoulders when hips are absent.
+HEAD_TOP_FRAC = 0.03
+HIP_FRAC = 0.78
+SHOULDER_FRAC = 0.32
+MIN_PERSON_PX = 48              # a head-to-hip (or head-to-shoulder ×2.5) span below this: too small
+PAD_COLOUR = (255, 255, 255)    # padding where the 3:4 box extends past the photo

@@ -1,0 +1,83 @@
+"""MediaPipe models, loaded once per process (lazy singletons behind one lock).
+
+Only the legacy ``mp.solutions`` graphs of mediapipe ≤ 0.10.21 are used: their ``.tflite``
+files ship inside the wheel, so nothing is downloaded at run time. Pose uses
+``model_complexity=1`` ("full"); complexity 2 ("heavy") is not bundled and would try to download.
+MediaPipe graphs are not thread-safe, so every call goes through :func:`run`, which holds
+``LOCK`` for the duration of the inference.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from . import config as C
+
+log = logging.getLogger(__name__)
+
+# MediaPipe's C++ side logs through glog/absl to stderr; keep it to errors unless the operator
+# asked for more.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LOCK = threading.RLock()
+_cache: dict[str, Any] = {}
+
+
+def _solutions():
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except Exception:  # pragma: no cover - absl ships with mediapipe
+        pass
+    import mediapipe as mp
+    return mp.solutions
+
+
+_FACTORIES: dict[str, Callable[[Any], Any]] = {
+    "pose": lambda s: s.pose.Pose(static_image_mode=True, model_complexity=1,
+                                  enable_segmentation=True,
+                                  min_detection_confidence=C.POSE_MIN_DETECTION),
+    "selfie": lambda s: s.selfie_segmentation.SelfieSegmentation(model_selection=0),
+    "face_detection": lambda s: s.face_detection.FaceDetection(
+        model_selection=1, min_detection_confidence=C.FACE_MIN_DETECTION),
+    "face_mesh": lambda s: s.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                refine_landmarks=False,
+                                                min_detection_confidence=C.FACE_MIN_DETECTION),
+}
+
+
+def get(name: str):
+    """The named MediaPipe graph, created on first use ("pose", "selfie", "face_detection",
+    "face_mesh")."""
+    with LOCK:
+        model = _cache.get(name)
+        if model is None:
+            log.info("loading MediaPipe %s model", name)
+            model = _FACTORIES[name](_solutions())
+            _cache[name] = model
+        return model
+
+
+def run(name: str, rgb: np.ndarray):
+    """Run the named graph on an H×W×3 uint8 RGB array (C-contiguous), under the lock."""
+    rgb = np.ascontiguousarray(rgb)
+    with LOCK:
+        return get(name).process(rgb)
+
+
+def warm_up() -> None:
+    """Load every model now (e.g. at worker start) instead of on the first request."""
+    for name in _FACTORIES:
+        get(name)
+
+
+def face_oval_indices() -> np.ndarray:
+    """Indices of the face-mesh landmarks on the face outline (forehead, temples, jaw, chin)."""
+    with LOCK:
+        edges = _solutions().face_mesh.FACEMESH_FACE_OVAL
+    return np.array(sorted({i for e in edges for i in e}), dtype=np.int64)

@@ -1,0 +1,259 @@
+"""Person analysis (keypoints, parse, body mask) and framing for CP-VTON+.
+
+``analyze_person`` runs MediaPipe (pose with segmentation, selfie segmentation, face detection,
+face mesh) on a work copy of the photo whose longer side is at most ``WORK_LONG_SIDE``, parses the
+person with :mod:`.parsing`, and returns everything in the input image's pixels.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from errors import InvalidInput, NoPerson
+from images import load_label_map, load_rgb
+
+from . import config as C
+from . import models
+from .framing import Framing, frame_person
+from .parsing import Geometry, parse_person
+
+log = logging.getLogger(__name__)
+
+#: COCO-18 index -> MediaPipe pose landmark index (neck, 1, is the shoulders' midpoint).
+#: OpenPose's and MediaPipe's "left"/"right" both name the person's side.
+MP_FOR_COCO = {0: 0, 2: 12, 3: 14, 4: 16, 5: 11, 6: 13, 7: 15, 8: 24, 9: 26, 10: 28,
+               11: 23, 12: 25, 13: 27, 14: 5, 15: 2, 16: 8, 17: 7}
+COCO_NECK, COCO_R_SHOULDER, COCO_L_SHOULDER = 1, 2, 5
+#: MediaPipe face landmarks (nose, eyes, ears, mouth) that bound the head crop for face mesh.
+MP_FACE = list(range(11))
+
+
+@dataclass(frozen=True)
+class PersonAnalysis:
+    """Result of :func:`analyze_person`, in the analysed image's pixels.
+
+    keypoints: 18×3 float32 (x, y, confidence in (0, 1]); (0, 0, 0) where missing.
+    parse: H×W uint8 LIP labels (spec §4). body_mask: H×W bool.
+    num_people: people detected (> 1: the largest was used). notes: remarks for the caller.
+    """
+    keypoints: np.ndarray
+    parse: np.ndarray
+    body_mask: np.ndarray
+    num_people: int
+    notes: tuple[str, ...]
+
+
+def landmarks_to_coco(lm: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """33×3 MediaPipe landmarks (x, y px, visibility) -> 18×3 COCO-18 keypoints.
+
+    Landmarks outside the W×H frame or below ``KEYPOINT_MIN_CONFIDENCE`` become (0, 0, 0); the
+    neck is the shoulders' midpoint (confidence the lower of the two) when both are present.
+    """
+    w, h = size
+    kp = np.zeros((18, 3), np.float32)
+    for c, m in MP_FOR_COCO.items():
+        x, y, v = lm[m]
+        if v >= C.KEYPOINT_MIN_CONFIDENCE and 0 <= x < w and 0 <= y < h:
+            kp[c] = (x, y, v)
+    r, l = kp[COCO_R_SHOULDER], kp[COCO_L_SHOULDER]
+    if r[2] > 0 and l[2] > 0:
+        kp[COCO_NECK] = ((r[0] + l[0]) / 2, (r[1] + l[1]) / 2, min(r[2], l[2]))
+    return kp
+
+
+def _resize(a: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+    return a if (a.shape[1], a.shape[0]) == size else cv2.resize(a, size, interpolation=interp)
+
+
+def _choose_person(rgb: np.ndarray) -> tuple[int, tuple[int, int, int, int] | None]:
+    """Count faces; with several, return a crop box (x0, y0, x1, y1) around the largest."""
+    res = models.run("face_detection", rgb)
+    dets = res.detections or []
+    if len(dets) <= 1:
+        return max(1, len(dets)), None
+    h, w = rgb.shape[:2]
+    boxes = [d.location_data.relative_bounding_box for d in dets]
+    b = max(boxes, key=lambda r: r.width * r.height)
+    fw, fh = b.width * w, b.height * h
+    cx = (b.xmin + b.width / 2) * w
+    x0 = int(max(0, cx - C.PERSON_CROP_FACE_WIDTHS * fw))
+    x1 = int(min(w, cx + C.PERSON_CROP_FACE_WIDTHS * fw))
+    y0 = int(max(0, b.ymin * h - fh))
+    return len(dets), (x0, y0, x1, h)
+
+
+def _pose(rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """Raw landmarks (33×3: x, y px, visibility) and the pose segmentation (H×W float)."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = box or (0, 0, w, h)
+    res = models.run("pose", rgb[y0:y1, x0:x1])
+    if res.pose_landmarks is None:
+        raise NoPerson("no person found in the image", field="image")
+    cw, ch = x1 - x0, y1 - y0
+    lm = np.array([(p.x * cw + x0, p.y * ch + y0, p.visibility)
+                   for p in res.pose_landmarks.landmark], np.float32)
+    seg = np.zeros((h, w), np.float32)
+    if res.segmentation_mask is not None:
+        seg[y0:y1, x0:x1] = res.segmentation_mask
+    return lm, seg
+
+
+def _face_outline(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
+    """Face-mesh outline (K×2, work px) from a head crop centred on the pose's face points."""
+    pts = lm[MP_FACE, :2]
+    centre = pts.mean(axis=0)
+    span = max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 4.0)
+    half = C.FACE_CROP_SCALE * span / 2
+    x0, y0 = centre - half
+    scale = C.FACE_CROP_SIZE / (2 * half)
+    m = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], np.float32)
+    crop = cv2.warpAffine(rgb, m, (C.FACE_CROP_SIZE, C.FACE_CROP_SIZE), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
+    res = models.run("face_mesh", crop)
+    if not res.multi_face_landmarks:
+        return None
+    mesh = res.multi_face_landmarks[0].landmark
+    idx = models.face_oval_indices()
+    xy = np.array([(mesh[i].x, mesh[i].y) for i in idx], np.float32) * C.FACE_CROP_SIZE
+    return xy / scale + (x0, y0)
+
+
+def _pose_face_outline(lm: np.ndarray) -> np.ndarray:
+    """Fallback face outline: an ellipse through the pose's ears, eyes and mouth."""
+    pts = lm[MP_FACE, :2]
+    c = pts.mean(axis=0)
+    rx = max(np.ptp(pts[:, 0]) / 2, 2.0)
+    ry = max(1.35 * rx, 2.0)
+    t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    return np.stack([c[0] + rx * np.cos(t), c[1] - 0.1 * ry + ry * np.sin(t)], axis=1)
+
+
+def _body_mask(prob: np.ndarray, pose_seg: np.ndarray) -> np.ndarray:
+    """Threshold the mean probability; keep the parts that overlap the posed person; fill holes."""
+    m = prob >= C.BODY_PROB_THRESHOLD
+    n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(comp[m & (pose_seg >= C.BODY_PROB_THRESHOLD)])] = True
+    keep[0] = False
+    m = keep[comp]
+    n, comp = cv2.connectedComponents((~m).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]))
+    outside = np.zeros(n, bool)
+    outside[border] = True
+    outside[0] = False
+    return ~outside[comp] if n > 1 else m
+
+
+def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
+    """Analyse an H×W×3 uint8 RGB person photo (see :func:`analyze_person`)."""
+    h, w = rgb.shape[:2]
+    s = min(1.0, C.WORK_LONG_SIDE / max(h, w))
+    ww, wh = max(1, round(w * s)), max(1, round(h * s))
+    work = _resize(rgb, (ww, wh), cv2.INTER_AREA)
+    notes: list[str] = []
+    num, box = _choose_person(work)
+    if num > 1:
+        notes.append(f"{num} people found; used the largest")
+    lm, pose_seg = _pose(work, box)
+    selfie = models.run("selfie", work).segmentation_mask
+    prob = (pose_seg + selfie) / 2
+    body = _body_mask(prob, pose_seg)
+    if not body.any():
+        raise NoPerson("no person found in the image", field="image")
+    face = _face_outline(work, lm)
+    if face is None:
+        notes.append("face not found; face region estimated from the pose")
+        face = _pose_face_outline(lm)
+    parse = parse_person(work, body, Geometry(lm=lm, face_poly=face))
+
+    # Back to the input's pixels.
+    lm_full = lm.copy()
+    lm_full[:, :2] = (lm[:, :2] + 0.5) / s - 0.5
+    kp = landmarks_to_coco(lm_full, (w, h))
+    if s != 1.0:
+        body = _resize(prob * body, (w, h), cv2.INTER_LINEAR) >= C.BODY_PROB_THRESHOLD
+        parse = _resize(parse, (w, h), cv2.INTER_NEAREST)
+        parse[~body] = 0
+    return PersonAnalysis(keypoints=kp, parse=parse, body_mask=body, num_people=num,
+                          notes=tuple(notes))
+
+
+def analyze_person(image) -> PersonAnalysis:
+    """Keypoints, parse and body mask of the (largest) person in ``image``.
+
+    image: PIL image, H×W×3 uint8 array or path/bytes (EXIF orientation honoured; any mode).
+    Raises :class:`errors.NoPerson` when no person is found, :class:`errors.InvalidImage` for
+    unreadable input.
+    """
+    return analyze_rgb(np.asarray(load_rgb(image, field="image")))
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What CP-VTON+ needs for one person, at the model's 192×256.
+
+    image: 192×256 RGB PIL image; parse: 256×192 uint8; body_mask: 256×192 bool; keypoints: 18×3
+    in 192×256 px; framing: how the photo was cropped (None when it was already 192×256).
+    """
+    image: Image.Image
+    parse: np.ndarray
+    body_mask: np.ndarray
+    keypoints: np.ndarray
+    framing: Framing | None
+    num_people: int
+    notes: tuple[str, ...]
+
+
+def _check_pose(pose, size) -> np.ndarray:
+    try:
+        kp = np.asarray(pose, dtype=np.float32).reshape(18, 3)
+    except Exception:
+        raise InvalidInput("pose must be 18 (x, y, confidence) triples", field="pose") from None
+    if not np.isfinite(kp).all():
+        raise InvalidInput("pose has non-finite values", field="pose")
+    return kp
+
+
+def _check_size(a: np.ndarray, size: tuple[int, int], field: str) -> None:
+    if (a.shape[1], a.shape[0]) != size:
+        raise InvalidInput(f"{field} is {a.shape[1]}x{a.shape[0]}, the image is "
+                           f"{size[0]}x{size[1]}", field=field)
+
+
+def prepare_person(image, *, parse=None, pose=None, body_mask=None) -> ModelInputs:
+    """Everything CP-VTON+ needs about the person, at 192×256.
+
+    Caller-supplied ``parse`` (H×W labels), ``pose`` (18×3 in the input's pixels) and
+    ``body_mask`` (H×W, non-zero = body; 8-bit images thresholded at 128) are used as they are;
+    only what is missing is computed. A 192×256 input is never reframed.
+    """
+    im = load_rgb(image, field="image")
+    size = im.size
+    if parse is not None:
+        parse = load_label_map(parse, field="parse")
+        _check_size(parse, size, "parse")
+    if body_mask is not None:
+        raw = load_label_map(body_mask, field="body_mask")
+        _check_size(raw, size, "body_mask")
+        body_mask = raw >= 128 if raw.max(initial=0) > 1 else raw > 0
+    if pose is not None:
+        pose = _check_pose(pose, size)
+    num, notes = 1, ()
+    if parse is None or pose is None or body_mask is None:
+        a = analyze_rgb(np.asarray(im))
+        num, notes = a.num_people, a.notes
+        parse = a.parse if parse is None else parse
+        pose = a.keypoints if pose is None else pose
+        body_mask = a.body_mask if body_mask is None else body_mask
+    if size == C.MODEL_SIZE:
+        return ModelInputs(image=im, parse=parse, body_mask=body_mask, keypoints=pose,
+                           framing=None, num_people=num, notes=notes)
+    framing = frame_person(size, pose, body_mask)
+    return ModelInputs(image=framing.crop_image(im), parse=framing.crop_labels(parse),
+                       body_mask=framing.crop_mask(body_mask),
+                       keypoints=framing.to_model_keypoints(pose), framing=framing,
+                       num_people=num, notes=notes)
