@@ -51,9 +51,11 @@ def keypoint_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def timed(fn, *args, repeat: int = 5):
-    """(result of the first call, median seconds over ``repeat`` further calls)."""
+    """(result of the first call, median seconds over ``repeat`` further calls, or the first
+    call's time when ``repeat`` is 0)."""
+    t = time.perf_counter()
     out = fn(*args)
-    ts = []
+    ts = [time.perf_counter() - t] if repeat <= 0 else []
     for _ in range(repeat):
         t = time.perf_counter()
         fn(*args)
