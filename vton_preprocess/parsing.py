@@ -26,6 +26,7 @@ SKIN_C, HAIR_C, UPPER_C, LOWER_C = range(4)
 MP_NOSE, MP_L_EYE, MP_R_EYE, MP_L_EAR, MP_R_EAR = 0, 2, 5, 7, 8
 MP_MOUTH_L, MP_MOUTH_R = 9, 10
 MP_L_SHOULDER, MP_R_SHOULDER, MP_L_ELBOW, MP_R_ELBOW, MP_L_WRIST, MP_R_WRIST = 11, 12, 13, 14, 15, 16
+MP_L_INDEX, MP_R_INDEX = 19, 20
 MP_L_HIP, MP_R_HIP, MP_L_KNEE, MP_R_KNEE, MP_L_ANKLE, MP_R_ANKLE = 23, 24, 25, 26, 27, 28
 
 
@@ -193,15 +194,19 @@ def parse_person(rgb: np.ndarray, body: np.ndarray, geo: Geometry) -> np.ndarray
     labels[cls == HAIR_C] = HAIR
     sk = cls == SKIN_C
     # Skin by position: face (at the head), neck/chest, legs (below the hips), arms.
-    right_arm = [lm[i, :2] for i in (MP_R_SHOULDER, MP_R_ELBOW, MP_R_WRIST)]
-    left_arm = [lm[i, :2] for i in (MP_L_SHOULDER, MP_L_ELBOW, MP_L_WRIST)]
+    # Arms run to the index knuckle, so hands hanging below the hips stay arms.
+    right_arm = [lm[i, :2] for i in (MP_R_SHOULDER, MP_R_ELBOW, MP_R_WRIST, MP_R_INDEX)]
+    left_arm = [lm[i, :2] for i in (MP_L_SHOULDER, MP_L_ELBOW, MP_L_WRIST, MP_L_INDEX)]
+    legs_chain = [[lm[i, :2] for i in (hip, knee, ankle)] for hip, knee, ankle in
+                  ((MP_L_HIP, MP_L_KNEE, MP_L_ANKLE), (MP_R_HIP, MP_R_KNEE, MP_R_ANKLE))]
     d_l = _segment_distance(xs, ys, left_arm)
     d_r = _segment_distance(xs, ys, right_arm)
     labels[sk] = np.where(d_l[sk] < d_r[sk], L_ARM, R_ARM)
     neck_zone = (ys < sy + C.NECK_DEPTH * T) & (np.minimum(d_l, d_r) > 0.18 * sw) \
         & (np.abs(xs - mid) < 0.5 * (x1 - x0))
     labels[sk & neck_zone] = NECK
-    legs = sk & (ys > hy) & (np.minimum(d_l, d_r) > 0.12 * sw)
+    d_leg = np.minimum(*(_segment_distance(xs, ys, c) for c in legs_chain))
+    legs = sk & (ys > hy) & (d_leg < np.minimum(d_l, d_r))
     hip_mid_x = (lm[MP_L_HIP, 0] + lm[MP_R_HIP, 0]) / 2
     left_is_right_side = lm[MP_L_HIP, 0] > lm[MP_R_HIP, 0]
     on_left = (xs > hip_mid_x) == left_is_right_side
