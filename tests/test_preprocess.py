@@ -255,10 +255,10 @@ def test_photo_reframing_sizes():
 @needs_shared
 def test_two_people_uses_the_largest():
     a = Image.open(PHOTOS / "person" / "01008_00.jpg").convert("RGB")
-    b = Image.open(PHOTOS / "person" / "05997_00.jpg").convert("RGB").resize((384, 512))
-    canvas = Image.new("RGB", (1300, 1024), (240, 240, 240))
+    b = Image.open(PHOTOS / "person" / "05997_00.jpg").convert("RGB").resize((480, 640))
+    canvas = Image.new("RGB", (1400, 1024), (240, 240, 240))
     canvas.paste(a, (0, 0))
-    canvas.paste(b, (880, 480))
+    canvas.paste(b, (820, 384))
     res = P.analyze_person(canvas)
     assert res.num_people == 2 and res.notes
     assert res.keypoints[1, 0] < 768   # the large one, on the left
