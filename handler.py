@@ -84,6 +84,7 @@ class _ItemState:
     cloth: Any = None
     result: Any = None
     person_hit: Optional[bool] = None
+    person_stages: tuple = ()
     timings: dict = field(default_factory=dict)
 
 
@@ -221,6 +222,8 @@ class Worker:
                     st.error = st.error or person_errors[p_index]
                 else:
                     st.person_hit = prepared_persons[p_index][1]
+                    if st.person_hit:   # its analysis timings belong to an earlier job
+                        st.person_stages = tuple(prepared_persons[p_index][0].timings_ms)
         t0 = time.perf_counter()
         for st, item in zip(states, request.items):
             if st.error is not None:
@@ -342,7 +345,8 @@ class Worker:
                     "output_size": options.output_size, "person_cache_hit": bool(st.person_hit),
                     "random_weights": bool(result.random_weights), "notes": list(result.notes),
                     "model_timings_ms": {k: round(float(v), 3)
-                                         for k, v in result.timings_ms.items()}})
+                                         for k, v in result.timings_ms.items()
+                                         if k not in st.person_stages}})
         if rest:
             key = "intermediate_urls" if delivery == "url" else "intermediates"
             out[key] = {name: value for name, _fmt, value in rest}

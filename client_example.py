@@ -1,0 +1,420 @@
+"""A small, dependable client for the CP-VTON+ RunPod endpoint (and for its local dev server).
+
+    from client_example import CPVTONClient
+    client = CPVTONClient("your-endpoint-id", api_key="...")          # RunPod
+    client = CPVTONClient(base_url="http://127.0.0.1:8000")           # python handler.py --rp_serve_api
+    result = client.try_on_sync("person.jpg", "shirt.png")
+    result.image.save("tryon.png")
+
+Images can be file paths, bytes, PIL images, or ``http(s)://`` URLs (sent as ``*_url`` inputs
+for the worker to download). Results come back as PIL images. Requests are retried with
+exponential backoff on 429 and 5xx answers and on connection errors, honouring ``Retry-After``,
+for at most ``max_retry_s`` seconds. The API key is never logged: it is removed from every log
+line and exception message.
+
+Command line::
+
+    python client_example.py --endpoint-id ID --person p.jpg --cloth c.png --out result.png
+    python client_example.py --base-url http://127.0.0.1:8000 --person p.jpg --cloth c.png --async
+    python client_example.py --endpoint-id ID health
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import email.utils
+import io
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import requests
+from PIL import Image
+
+log = logging.getLogger("cpvton.client")
+
+RUNPOD_API = "https://api.runpod.ai/v2"
+TERMINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image]
+
+
+class CPVTONError(Exception):
+    """A failed request or job. ``code`` is the worker's error code (``INVALID_INPUT``, …),
+    ``HTTP_<status>`` for an HTTP failure, or the job status (``TIMED_OUT``, ``CANCELLED``)."""
+
+    def __init__(self, code: str, message: str, *, status: Optional[int] = None,
+                 job_id: Optional[str] = None):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.status, self.job_id = code, message, status, job_id
+
+    @classmethod
+    def from_error(cls, error: Any, *, job_id: Optional[str] = None) -> "CPVTONError":
+        """Split the worker's ``"<CODE>: <message>"`` string."""
+        text = str(error)
+        code, sep, message = text.partition(": ")
+        if sep and code.replace("_", "").isalnum() and code.upper() == code:
+            return cls(code, message, job_id=job_id)
+        return cls("JOB_FAILED", text, job_id=job_id)
+
+
+@dataclass
+class TryOnResult:
+    """One try-on: ``image`` (PIL RGB), ``intermediates`` (name → PIL image, when requested) and
+    ``info`` (everything else the worker returned: width, height, timings, weights, …)."""
+
+    image: Image.Image
+    intermediates: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+class _RedactKey(logging.Filter):
+    """Remove the API key from every record passing through the client's logger."""
+
+    def __init__(self, secret: str):
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secret and self.secret in record.getMessage():
+            record.msg, record.args = record.getMessage().replace(self.secret, "***"), None
+        return True
+
+
+def encode_image(image: ImageInput) -> str:
+    """Base64 text of a path, bytes or PIL image (PIL images are sent as PNG)."""
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data = buf.getvalue()
+    elif isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+    elif isinstance(image, (str, os.PathLike)):
+        data = Path(image).read_bytes()
+    else:
+        raise TypeError(f"unsupported image type {type(image).__name__}")
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_url(image: Any) -> bool:
+    return isinstance(image, str) and image.lower().startswith(("http://", "https://"))
+
+
+def _image_field(name: str, image: ImageInput) -> dict:
+    """``{name: base64}`` or ``{name_url: url}``."""
+    return {f"{name}_url": image} if _is_url(image) else {name: encode_image(image)}
+
+
+def decode_image(text: str) -> Image.Image:
+    """A PIL image from base64 text (raw or data URI)."""
+    if text.startswith("data:"):
+        text = text.split(",", 1)[1]
+    im = Image.open(io.BytesIO(base64.b64decode(text)))
+    im.load()
+    return im
+
+
+class CPVTONClient:
+    """Client of the CP-VTON+ worker on RunPod, or of the SDK's local dev server (``base_url``).
+
+    Args:
+        endpoint_id: the RunPod endpoint id (ignored when ``base_url`` is given).
+        api_key: RunPod API key (sent as a bearer token; never logged).
+        base_url: another base URL, e.g. ``http://127.0.0.1:8000`` for
+            ``python handler.py --rp_serve_api``.
+        timeout: seconds to wait for a job's result (polling included).
+        request_timeout: seconds for one HTTP request.
+        max_retry_s: total seconds spent retrying one request on 429/5xx/connection errors.
+    """
+
+    def __init__(self, endpoint_id: Optional[str] = None, api_key: Optional[str] = None,
+                 base_url: Optional[str] = None, timeout: float = 300.0, *,
+                 request_timeout: float = 120.0, max_retry_s: float = 60.0,
+                 session: Optional[requests.Session] = None):
+        if not base_url and not endpoint_id:
+            raise ValueError("give endpoint_id (RunPod) or base_url (local dev server)")
+        self.base_url = (base_url or f"{RUNPOD_API}/{endpoint_id}").rstrip("/")
+        self.timeout = float(timeout)
+        self.request_timeout = float(request_timeout)
+        self.max_retry_s = float(max_retry_s)
+        self._api_key = api_key or ""
+        self._status_method = "GET"          # the dev server's /status is a POST: learnt on 405
+        self.session = session or requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+            log.addFilter(_RedactKey(api_key))
+
+    def __repr__(self) -> str:
+        return f"CPVTONClient(base_url={self.base_url!r})"
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    @staticmethod
+    def _retry_after(response: requests.Response) -> Optional[float]:
+        """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+        value = response.headers.get("Retry-After")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+
+    def _request(self, method: str, path: str, *, json: Any = None) -> dict:
+        """One API call with retries; returns the decoded JSON object."""
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        deadline = time.monotonic() + self.max_retry_s
+        delay = 0.5
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: Optional[float] = None
+            try:
+                response = self.session.request(method, url, json=json, timeout=self.request_timeout)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                reason = f"{type(err).__name__}"
+                response = None
+            else:
+                if response.status_code < 400:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        raise CPVTONError("BAD_RESPONSE", f"{method} {path}: answer is not JSON",
+                                          status=response.status_code) from None
+                    if not isinstance(body, dict):
+                        raise CPVTONError("BAD_RESPONSE", f"{method} {path}: answer is not an "
+                                          "object", status=response.status_code)
+                    return body
+                if response.status_code not in RETRY_STATUSES:
+                    raise CPVTONError(f"HTTP_{response.status_code}", self._redact(
+                        f"{method} {path}: {response.text[:300]}"), status=response.status_code)
+                reason = f"HTTP {response.status_code}"
+                wait = self._retry_after(response)
+            if wait is None:
+                wait = delay * (0.75 + 0.5 * random.random())
+                delay = min(delay * 2, 16.0)
+            if time.monotonic() + wait > deadline:
+                status = response.status_code if response is not None else None
+                raise CPVTONError("UNAVAILABLE", self._redact(
+                    f"{method} {path}: gave up after {attempt} attempts ({reason})"), status=status)
+            log.info("%s %s: %s, retrying in %.1f s", method, path, reason, wait)
+            time.sleep(wait)
+
+    # -- raw endpoint calls ---------------------------------------------------------------------
+    def run(self, payload: dict) -> str:
+        """Submit a job (``/run``); returns its id."""
+        body = self._request("POST", "/run", json={"input": payload})
+        if "id" not in body:
+            raise CPVTONError("BAD_RESPONSE", "/run answered without a job id")
+        return str(body["id"])
+
+    def status(self, job_id: str) -> dict:
+        """``/status/{id}``: GET on RunPod; POST on the local dev server (found on a 405)."""
+        try:
+            return self._request(self._status_method, f"/status/{job_id}")
+        except CPVTONError as err:
+            if err.status != 405 or self._status_method == "POST":
+                raise
+            self._status_method = "POST"
+            return self._request("POST", f"/status/{job_id}")
+
+    def wait(self, job_id: str, *, poll_interval: float = 0.5, max_poll_interval: float = 5.0) -> dict:
+        """Poll ``/status`` with backoff until the job ends or ``timeout`` passes; returns the
+        final status object (``status`` is one of COMPLETED, FAILED, CANCELLED, TIMED_OUT)."""
+        deadline = time.monotonic() + self.timeout
+        interval = poll_interval
+        while True:
+            body = self.status(job_id)
+            if body.get("status") in TERMINAL_STATUSES:
+                return body
+            if time.monotonic() + interval > deadline:
+                raise CPVTONError("TIMEOUT", f"job {job_id} did not finish in {self.timeout:g} s "
+                                  f"(last status {body.get('status')})", job_id=job_id)
+            time.sleep(interval)
+            interval = min(interval * 1.5, max_poll_interval)
+
+    def runsync(self, payload: dict) -> dict:
+        """``/runsync``; when RunPod answers before the job ends, polling takes over."""
+        body = self._request("POST", "/runsync", json={"input": payload})
+        if body.get("status") not in TERMINAL_STATUSES and "id" in body:
+            body = self.wait(str(body["id"]))
+        return body
+
+    def cancel(self, job_id: str) -> dict:
+        """``/cancel/{id}`` (RunPod only)."""
+        return self._request("POST", f"/cancel/{job_id}")
+
+    def health(self) -> dict:
+        """``/health``: worker and job counts (RunPod only)."""
+        return self._request("GET", "/health")
+
+    # -- try-on ---------------------------------------------------------------------------------
+    @staticmethod
+    def build_input(person: ImageInput, cloth: ImageInput, **options: Any) -> dict:
+        """The job input for one person and one garment; ``options`` are passed as they are
+        (``output_format``, ``output_size``, ``return_intermediates``, ``person_pose``, …)."""
+        payload = {**_image_field("person_image", person), **_image_field("cloth_image", cloth)}
+        for name in ("person_parse", "person_mask", "cloth_mask"):
+            if name in options and options[name] is not None and not isinstance(options[name], str):
+                options[name] = encode_image(options[name])
+        payload.update({k: v for k, v in options.items() if v is not None})
+        return payload
+
+    def _output(self, body: dict) -> dict:
+        job_id = body.get("id")
+        status = body.get("status")
+        if status == "COMPLETED":
+            output = body.get("output")
+            if not isinstance(output, dict):
+                raise CPVTONError("BAD_RESPONSE", "job completed without an output object",
+                                  job_id=job_id)
+            return output
+        if status == "FAILED":
+            raise CPVTONError.from_error(body.get("error", "job failed"), job_id=job_id)
+        raise CPVTONError(str(status or "UNKNOWN"), f"job {job_id} ended with status {status}",
+                          job_id=job_id)
+
+    def _fetch(self, url: str) -> Image.Image:
+        response = requests.get(url, timeout=self.request_timeout)
+        response.raise_for_status()
+        im = Image.open(io.BytesIO(response.content))
+        im.load()
+        return im
+
+    def _result(self, item: dict) -> TryOnResult:
+        if "result_image" in item:
+            image = decode_image(item["result_image"])
+        elif "result_image_url" in item:
+            image = self._fetch(item["result_image_url"])
+        else:
+            raise CPVTONError("BAD_RESPONSE", "output has no result_image")
+        inter = {k: decode_image(v) for k, v in item.get("intermediates", {}).items()}
+        inter.update({k: self._fetch(v) for k, v in item.get("intermediate_urls", {}).items()})
+        info = {k: v for k, v in item.items()
+                if k not in ("result_image", "intermediates", "intermediate_urls")}
+        return TryOnResult(image=image, intermediates=inter, info=info)
+
+    def try_on_sync(self, person: ImageInput, cloth: ImageInput, **options: Any) -> TryOnResult:
+        """One try-on through ``/runsync``. Raises :class:`CPVTONError` on failure."""
+        return self._result(self._output(self.runsync(self.build_input(person, cloth, **options))))
+
+    def try_on_async(self, person: ImageInput, cloth: ImageInput, **options: Any) -> TryOnResult:
+        """One try-on through ``/run`` and ``/status`` polling."""
+        job_id = self.run(self.build_input(person, cloth, **options))
+        return self._result(self._output(self.wait(job_id)))
+
+    def try_on_batch(self, pairs: Optional[Iterable[Sequence[ImageInput]]] = None, *,
+                     person: Optional[ImageInput] = None,
+                     cloths: Optional[Iterable[ImageInput]] = None, use_async: bool = False,
+                     **options: Any) -> list:
+        """Several try-ons in one job: ``pairs=[(person, cloth), …]``, or one ``person`` with
+        ``cloths=[…]`` (analysed once). Returns a list with a :class:`TryOnResult` or a
+        :class:`CPVTONError` per item, in order (one bad item does not fail the others)."""
+        if (pairs is None) == (person is None):
+            raise ValueError("give either pairs or person and cloths")
+        if pairs is not None:
+            payload: dict = {"pairs": [{**_image_field("person_image", p),
+                                        **_image_field("cloth_image", c)} for p, c in pairs]}
+        else:
+            payload = {**_image_field("person_image", person),
+                       "cloth_images": [{**_image_field("cloth_image", c)} for c in cloths or ()]}
+        payload.update({k: v for k, v in options.items() if v is not None})
+        body = self.wait(self.run(payload)) if use_async else self.runsync(payload)
+        output = self._output(body)
+        results = []
+        for item in output.get("results", []):
+            if item.get("success"):
+                results.append(self._result(item))
+            else:
+                results.append(CPVTONError.from_error(item.get("error", "item failed"),
+                                                      job_id=body.get("id")))
+        return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Examples (bundled images: scikit-image's astronaut and a drawn t-shirt)
+# ------------------------------------------------------------------------------------------------
+def example_sync(client: CPVTONClient) -> TryOnResult:
+    """One synchronous try-on with the bundled sample images."""
+    import sample_images
+    result = client.try_on_sync(sample_images.person_photo(), sample_images.garment(384, 512),
+                                output_format="jpeg")
+    print(f"sync: {result.image.size}, timings {result.info.get('timings_ms')}")
+    return result
+
+
+def example_async(client: CPVTONClient) -> TryOnResult:
+    """One asynchronous try-on (``/run`` then ``/status`` polling), with intermediates."""
+    import sample_images
+    result = client.try_on_async(sample_images.person_photo(), sample_images.garment(384, 512),
+                                 return_intermediates=True)
+    print(f"async: {result.image.size}, intermediates {sorted(result.intermediates)}")
+    return result
+
+
+def example_batch(client: CPVTONClient) -> list:
+    """One person, three garment colours, one job."""
+    import sample_images
+    cloths = [sample_images.garment(384, 512, color) for color in
+              ((200, 40, 60), (40, 140, 70), (30, 60, 160))]
+    results = client.try_on_batch(person=sample_images.person_photo(), cloths=cloths)
+    for i, r in enumerate(results):
+        print(f"batch[{i}]: {r if isinstance(r, CPVTONError) else r.image.size}")
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", default="try-on",
+                        choices=("try-on", "health", "examples"))
+    parser.add_argument("--endpoint-id", default=os.environ.get("RUNPOD_ENDPOINT_ID"))
+    parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
+                        help="default: $RUNPOD_API_KEY")
+    parser.add_argument("--base-url", help="e.g. http://127.0.0.1:8000 (local dev server)")
+    parser.add_argument("--person", help="person photo (path or URL); default: bundled sample")
+    parser.add_argument("--cloth", help="garment photo (path or URL); default: bundled sample")
+    parser.add_argument("--out", default="tryon.png")
+    parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
+    parser.add_argument("--async", dest="use_async", action="store_true")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        client = CPVTONClient(args.endpoint_id, args.api_key, base_url=args.base_url,
+                              timeout=args.timeout)
+        if args.command == "health":
+            print(client.health())
+            return 0
+        if args.command == "examples":
+            example_sync(client), example_async(client), example_batch(client)
+            return 0
+        import sample_images
+        person = args.person or sample_images.person_photo()
+        cloth = args.cloth or sample_images.garment(384, 512)
+        call = client.try_on_async if args.use_async else client.try_on_sync
+        result = call(person, cloth, output_format=args.format)
+        result.image.save(args.out)
+        print(f"wrote {args.out} ({result.image.width}x{result.image.height}); "
+              f"timings_ms={result.info.get('timings_ms')}")
+        return 0
+    except (CPVTONError, ValueError, OSError) as err:
+        text = str(err)
+        if args.api_key:
+            text = text.replace(args.api_key, "***")
+        print(f"error: {text}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

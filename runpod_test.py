@@ -1,0 +1,152 @@
+"""Local smoke run of the RunPod worker: one real try-on, with pictures and timings.
+
+    ./run.sh python runpod_test.py                          # bundled person photo + drawn t-shirt
+    ./run.sh python runpod_test.py --person me.jpg --cloth shirt.png
+    ./run.sh python runpod_test.py --api http://127.0.0.1:8000     # drive a running dev server:
+        python handler.py --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000
+
+Without ``--api`` the worker's ``handler`` runs in this process, exactly as RunPod calls it.
+Writes ``outputs/runpod_test/result.<fmt>``, ``montage.png`` (person | cloth | warped cloth |
+result) and ``timings.json``. Without the official checkpoints it runs with RANDOM weights (the
+picture is then noise, and it says so); with them (CHECKPOINT_DIR) it uses them. The bundled
+person is scikit-image's ``astronaut`` photo; the garment is drawn by sample_images.py.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+BANNER = "=" * 78
+
+
+def _load(path):
+    im = Image.open(path)
+    im.load()
+    return im.convert("RGB")
+
+
+def _b64(image: Image.Image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def montage(panels: list, height: int = 384) -> Image.Image:
+    """Side-by-side panels ``[(title, image)]`` scaled to one height, titled."""
+    scaled = [(t, im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height)))
+              for t, im in panels]
+    out = Image.new("RGB", (sum(im.width for _, im in scaled) + 8 * (len(scaled) + 1), height + 28),
+                    (255, 255, 255))
+    x = 8
+    draw = ImageDraw.Draw(out)
+    for title, im in scaled:
+        out.paste(im, (x, 24))
+        draw.text((x, 6), title, fill=(0, 0, 0))
+        x += im.width + 8
+    return out
+
+
+def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -> tuple:
+    """Run ``handler.handler`` in this process; returns (output dict, per-call ms, random)."""
+    import handler
+    from settings import Settings
+    from weights import GMM_FILE, TOM_FILE
+
+    settings = Settings.from_env()
+    gmm = settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE
+    tom = settings.tom_checkpoint or settings.checkpoint_dir / TOM_FILE
+    if not (gmm.is_file() and tom.is_file()):
+        print(f"{BANNER}\n!!! Official checkpoints not found ({gmm.name}, {tom.name} under "
+              f"{settings.checkpoint_dir}).\n!!! Running with RANDOM WEIGHTS: the pipeline is real, "
+              f"the picture is noise.\n!!! Get them with ./download_checkpoints.sh "
+              f"(README_RUNPOD.md).\n{BANNER}", flush=True)
+        settings = dataclasses.replace(settings, allow_random_weights=True)
+    handler.configure_logging(settings.log_level)
+    t0 = time.perf_counter()
+    handler.set_worker(handler.start_worker(settings))
+    print(f"worker started (model load + warm-up) in {(time.perf_counter() - t0) * 1000:.0f} ms")
+    job = {"id": "runpod-test", "input": {"person_image": _b64(person), "cloth_image": _b64(cloth),
+                                          "output_format": fmt, "return_intermediates": True}}
+    times, output = [], None
+    for _ in range(repeats):
+        t1 = time.perf_counter()
+        output = handler.handler(job)
+        times.append((time.perf_counter() - t1) * 1000)
+        if "error" in output:
+            break
+    return output, times
+
+
+def run_api(url: str, person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -> tuple:
+    """Drive a running dev server over HTTP with the example client."""
+    from client_example import CPVTONClient, CPVTONError
+
+    client = CPVTONClient(base_url=url, timeout=600)
+    times, result = [], None
+    for _ in range(repeats):
+        t1 = time.perf_counter()
+        try:
+            result = client.try_on_sync(person, cloth, output_format=fmt, return_intermediates=True)
+        except CPVTONError as err:
+            return {"error": str(err)}, times
+        times.append((time.perf_counter() - t1) * 1000)
+    output = dict(result.info, success=True, result_image=_b64(result.image),
+                  intermediates={k: _b64(v) for k, v in result.intermediates.items()})
+    return output, times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Local smoke run of the CP-VTON+ RunPod worker.")
+    parser.add_argument("--person", help="person photo (default: scikit-image's astronaut)")
+    parser.add_argument("--cloth", help="garment photo (default: a drawn t-shirt)")
+    parser.add_argument("--api", metavar="URL", help="dev server URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--out-dir", default="outputs/runpod_test")
+    parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="calls to time (the 2nd reuses the cached person analysis)")
+    args = parser.parse_args(argv)
+
+    import sample_images
+    person = _load(args.person) if args.person else sample_images.person_photo()
+    cloth = _load(args.cloth) if args.cloth else sample_images.garment(384, 512)
+    if args.api:
+        output, times = run_api(args.api, person, cloth, args.format, max(1, args.repeats))
+    else:
+        output, times = run_local(person, cloth, args.format, max(1, args.repeats))
+    if "error" in output:
+        print(f"FAILED: {output['error']}", file=sys.stderr)
+        return 1
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = Image.open(io.BytesIO(base64.b64decode(output["result_image"])))
+    result_path = out_dir / f"result.{'jpg' if args.format == 'jpeg' else args.format}"
+    result_path.write_bytes(base64.b64decode(output["result_image"]))
+    warped = Image.open(io.BytesIO(base64.b64decode(output["intermediates"]["warped_cloth"])))
+    montage([("person", person), ("cloth", cloth), ("warped cloth", warped),
+             ("result", result)]).save(out_dir / "montage.png")
+    summary = {"calls_ms": [round(t, 1) for t in times],
+               "median_ms": round(statistics.median(times), 1) if times else None,
+               "timings_ms": output.get("timings_ms"),
+               "model_timings_ms": output.get("model_timings_ms"),
+               "weights": output.get("weights"), "random_weights": output.get("random_weights"),
+               "notes": output.get("notes"), "size": [output.get("width"), output.get("height")]}
+    (out_dir / "timings.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {result_path}, {out_dir / 'montage.png'}, {out_dir / 'timings.json'}")
+    if output.get("random_weights"):
+        print(f"{BANNER}\n!!! RANDOM WEIGHTS were used: the result is not a real try-on.\n{BANNER}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
