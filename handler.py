@@ -55,13 +55,20 @@ def is_cuda_fault(exc: BaseException) -> bool:
                                       "CUBLAS_STATUS", "device-side assert"))
 
 
-def _requalify(err: VTONError, fields: dict) -> VTONError:
-    """Rewrite the model's bare field name (``cloth_image: …``) into the item's full path
-    (``pairs[2].cloth_image: …``) so that a batch error names the exact field."""
+def _requalify(err: VTONError, fields: dict, default: str) -> VTONError:
+    """Make the message name the item's full field path.
+
+    The model names bare fields (``cloth_image: …``); in a batch that becomes
+    ``pairs[2].cloth_image: …``. A message naming no field gets ``default`` (or the full path of
+    ``err.field``) in front, so that every client message says which input it is about.
+    """
     for bare, full in fields.items():
-        if full != bare and err.message.startswith(f"{bare}:"):
+        if err.message.startswith(f"{bare}:"):
+            if full == bare:
+                return err
             return type(err)(full + err.message[len(bare):], field=full)
-    return err
+    target = fields.get(err.field or "", default)
+    return type(err)(f"{target}: {err.message}", field=target)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,7 +161,8 @@ class Worker:
             raise _requalify(err, {"person_image": spec.image.field,
                                    "person_parse": f"{prefix}person_parse",
                                    "person_pose": f"{prefix}person_pose",
-                                   "person_mask": f"{prefix}person_mask"}) from None
+                                   "person_mask": f"{prefix}person_mask"},
+                             spec.image.field) from None
 
     def _prepare_cloth(self, spec: ClothSpec, loaded: _Loaded, prefix: str):
         try:
@@ -162,7 +170,8 @@ class Worker:
                 return self.model.prepare_cloth(loaded.image, cloth_mask=loaded.extras["mask"])
         except VTONError as err:
             raise _requalify(err, {"cloth_image": spec.image.field,
-                                   "cloth_mask": f"{prefix}cloth_mask"}) from None
+                                   "cloth_mask": f"{prefix}cloth_mask"},
+                             spec.image.field) from None
 
     def _run(self, persons: list, cloths: list, output_size: str) -> list:
         with self.model_lock:
