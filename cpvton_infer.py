@@ -151,7 +151,18 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
         raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, not {precision!r}")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 is not supported on CPU; use bf16 or fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("bf16 requested on a CPU without native bf16 support (no AVX512-BF16/AMX): "
+                    "it runs, but far slower than fp32")
     return precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - older builds
+        return False
 
 
 def _preprocess_module():
