@@ -46,6 +46,21 @@ NECK_DEPTH = 0.35               # skin down to shoulders + 0.35 T near the neck 
 SKIN_SEED_SHRINK = 0.55         # skin seeds: face outline shrunk to this fraction about its centre
 SKIN_MAHALANOBIS = 3.5          # pixels closer than this to the skin model are "skin-like"
 SIDE_WEIGHT = 1.0               # log-prior boost for hair in the head zone
+
+# ---- face mesh (MediaPipe's 468-point canonical face mesh) --------------------------------
+# Face keypoints come from the mesh, which is far more precise on the face than the pose model.
+MESH_NOSE_BASE = 2              # subnasale: lower limit of the ear band beside the face
+MESH_R_CHEEK, MESH_L_CHEEK = 234, 454   # face silhouette at tragion height, person's right / left
+# OpenPose (COCO) puts an ear at the centre of the visible pinna, lateral of the face silhouette.
+# Anthropometric means: bizygomatic breadth ≈ 13.5 cm, head breadth ≈ 15.5 cm plus ≈ 0.5 cm to
+# the pinna's centre, i.e. the ear centres lie ≈ 1.2 × the cheek silhouette's half-width from the
+# face's mid-plane. Applied in the mesh's 3-D frame, so head yaw foreshortens it correctly.
+EAR_LATERAL_SCALE = 1.2
+# Face region: the mesh's oval stops below the hairline and inside the ears. Skin-coloured
+# pixels connected to it are face up to this reach (fraction of the oval's height above its top,
+# of the oval's width beside it, down to the nose base).
+FOREHEAD_REACH = 0.3
+EAR_REACH = 0.15
 # Person size checks (in model pixels, after framing to 192×256).
 MIN_PERSON_HEIGHT_FRAC = 0.15   # body mask shorter than this fraction of the image: too small
 FRAME_MARGIN = 0.06             # margin around the person inside the 3:4 box (fraction of height)

@@ -8,6 +8,7 @@ MediaPipe graphs are not thread-safe, so every call goes through :func:`run`, wh
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -76,8 +77,22 @@ def warm_up() -> None:
         get(name)
 
 
+@functools.lru_cache(maxsize=None)
+def _connection_indices(name: str) -> np.ndarray:
+    with LOCK:
+        edges = getattr(_solutions().face_mesh, name)
+    return np.array(sorted({i for e in edges for i in e}), dtype=np.int64)
+
+
 def face_oval_indices() -> np.ndarray:
     """Indices of the face-mesh landmarks on the face outline (forehead, temples, jaw, chin)."""
-    with LOCK:
-        edges = _solutions().face_mesh.FACEMESH_FACE_OVAL
-    return np.array(sorted({i for e in edges for i in e}), dtype=np.int64)
+    return _connection_indices("FACEMESH_FACE_OVAL")
+
+
+def face_part_indices() -> dict[str, np.ndarray]:
+    """Face-mesh landmark indices of the eye contours and eyebrows, by the person's side
+    (MediaPipe's "LEFT" is the person's left, as in OpenPose)."""
+    return {"r_eye": _connection_indices("FACEMESH_RIGHT_EYE"),
+            "l_eye": _connection_indices("FACEMESH_LEFT_EYE"),
+            "r_brow": _connection_indices("FACEMESH_RIGHT_EYEBROW"),
+            "l_brow": _connection_indices("FACEMESH_LEFT_EYEBROW")}

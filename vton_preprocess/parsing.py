@@ -36,6 +36,28 @@ class Geometry:
     outside the image) and the face outline (K×2 polygon)."""
     lm: np.ndarray
     face_poly: np.ndarray
+    #: mean y of the eyebrows and y of the nose base (face mesh); None: estimated from the pose.
+    brow_y: float | None = None
+    nose_base_y: float | None = None
+
+    @property
+    def eye_y(self) -> float:
+        return float((self.lm[MP_L_EYE, 1] + self.lm[MP_R_EYE, 1]) / 2)
+
+    @property
+    def brow_line(self) -> float:
+        """y of the eyebrows (from the pose: a fifth of the eye-to-chin drop above the eyes)."""
+        if self.brow_y is not None:
+            return self.brow_y
+        return self.eye_y - 0.2 * max(1.0, self.chin_y - self.eye_y)
+
+    @property
+    def nose_base(self) -> float:
+        """y of the nose base (from the pose: between the nose tip and the mouth)."""
+        if self.nose_base_y is not None:
+            return self.nose_base_y
+        mouth_y = float((self.lm[MP_MOUTH_L, 1] + self.lm[MP_MOUTH_R, 1]) / 2)
+        return float((self.lm[MP_NOSE, 1] + mouth_y) / 2)
 
     @property
     def shoulder_y(self) -> float:
@@ -212,9 +234,41 @@ def parse_person(rgb: np.ndarray, body: np.ndarray, geo: Geometry) -> np.ndarray
     on_left = (xs > hip_mid_x) == left_is_right_side
     labels[legs & on_left] = L_LEG
     labels[legs & ~on_left] = R_LEG
-    head_skin = sk & ((ys < cy) | face)
-    labels[head_skin] = FACE
-    # Inside the face outline only face or hair.
-    labels[face & (labels != HAIR)] = FACE
+    face_region = _face_region(face, sk, cls == HAIR_C, geo, ys)
+    labels[face_region] = FACE
+    labels[face & ~face_region] = HAIR        # inside the outline only face or hair
+    # Other skin at head height (under the jaw, beside the chin) is neck, not face.
+    labels[sk & ~face_region & (ys < cy) & (labels != L_ARM) & (labels != R_ARM)] = NECK
     labels[~body] = BACKGROUND
     return labels
+
+
+def _face_region(oval: np.ndarray, skin: np.ndarray, hair: np.ndarray, geo: Geometry,
+                 ys: np.ndarray) -> np.ndarray:
+    """The face label (H×W bool): the mesh's face oval plus the skin connected to it.
+
+    oval: H×W bool filled face outline (∩ body); skin / hair: H×W bool colour classes.
+    Inside the oval, below the eyebrows everything is face (eyes, brows, mouth, beard); above
+    them only what is not hair (a fringe stays hair). Outside it, skin-coloured pixels that
+    connect to the oval are face within ``FOREHEAD_REACH`` oval heights above its top (the
+    forehead up to the hairline) and ``EAR_REACH`` oval widths beside it down to the nose base
+    (the ears); the reach bounds keep neck and arms out.
+    """
+    poly = geo.face_poly
+    top, bottom = float(poly[:, 1].min()), float(poly[:, 1].max())
+    width = max(1.0, float(np.ptp(poly[:, 0])))
+    height = max(1.0, bottom - top)
+    core = oval & ((ys > geo.brow_line) | ~hair)
+    if not core.any():
+        return core
+    # Distance (px) to the oval, for the lateral reach.
+    dist = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3)
+    above = (ys < top + 0.5 * height) & (ys > top - C.FOREHEAD_REACH * height) \
+        & (dist <= C.FOREHEAD_REACH * height)
+    beside = (ys <= geo.nose_base) & (dist <= C.EAR_REACH * width)
+    cand = core | (skin & ~oval & (above | beside))
+    n, comp = cv2.connectedComponents(cand.astype(np.uint8), connectivity=4)
+    keep = np.zeros(n, bool)
+    keep[np.unique(comp[core])] = True
+    keep[0] = False
+    return keep[comp]

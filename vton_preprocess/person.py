@@ -30,6 +30,8 @@ MP_FOR_COCO = {0: 0, 2: 12, 3: 14, 4: 16, 5: 11, 6: 13, 7: 15, 8: 24, 9: 26, 10:
 COCO_NECK, COCO_R_SHOULDER, COCO_L_SHOULDER = 1, 2, 5
 #: MediaPipe face landmarks (nose, eyes, ears, mouth) that bound the head crop for face mesh.
 MP_FACE = list(range(11))
+#: MediaPipe pose landmarks replaced by the face mesh's: r-eye, l-eye, r-ear, l-ear.
+MP_FACE_FROM_MESH = [5, 2, 8, 7]
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,9 @@ def _pose(rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
     return lm, seg
 
 
-def _face_outline(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
-    """Face-mesh outline (K×2, work px) from a head crop centred on the pose's face points."""
+def _face_mesh(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
+    """468×3 face-mesh landmarks (x, y, z in work px; z is depth, same scale as x) from a head
+    crop centred on the pose's face points, or None when the mesh finds no face."""
     pts = lm[MP_FACE, :2]
     centre = pts.mean(axis=0)
     span = max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 4.0)
@@ -116,10 +119,29 @@ def _face_outline(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
     res = models.run("face_mesh", crop)
     if not res.multi_face_landmarks:
         return None
-    mesh = res.multi_face_landmarks[0].landmark
-    idx = models.face_oval_indices()
-    xy = np.array([(mesh[i].x, mesh[i].y) for i in idx], np.float32) * C.FACE_CROP_SIZE
-    return xy / scale + (x0, y0)
+    mesh = np.array([(p.x, p.y, p.z) for p in res.multi_face_landmarks[0].landmark],
+                    np.float32) * C.FACE_CROP_SIZE / scale
+    mesh[:, 0] += x0
+    mesh[:, 1] += y0
+    return mesh
+
+
+def mesh_face_keypoints(mesh: np.ndarray) -> np.ndarray:
+    """COCO-18 eyes and ears (4×2: r-eye, l-eye, r-ear, l-ear; x, y px) from a 468×3 face mesh.
+
+    Eyes are the centres of the eye contours. Ears are the cheek silhouette points at tragion
+    height pushed outward from the face's mid-plane by ``EAR_LATERAL_SCALE`` in the mesh's 3-D
+    frame and projected back, i.e. the centre of the pinna, where OpenPose marks the ear.
+    Sides are the person's (OpenPose's "right" is image left for a frontal face).
+    """
+    parts = models.face_part_indices()
+    r_eye = mesh[parts["r_eye"], :2].mean(axis=0)
+    l_eye = mesh[parts["l_eye"], :2].mean(axis=0)
+    r_cheek, l_cheek = mesh[C.MESH_R_CHEEK], mesh[C.MESH_L_CHEEK]
+    mid = (r_cheek + l_cheek) / 2
+    r_ear = mid + C.EAR_LATERAL_SCALE * (r_cheek - mid)
+    l_ear = mid + C.EAR_LATERAL_SCALE * (l_cheek - mid)
+    return np.stack([r_eye, l_eye, r_ear[:2], l_ear[:2]]).astype(np.float32)
 
 
 def _pose_face_outline(lm: np.ndarray) -> np.ndarray:
@@ -164,11 +186,19 @@ def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
     body = _body_mask(prob, pose_seg)
     if not body.any():
         raise NoPerson("no person found in the image", field="image")
-    face = _face_outline(work, lm)
-    if face is None:
+    mesh = _face_mesh(work, lm)
+    if mesh is None:
         notes.append("face not found; face region estimated from the pose")
-        face = _pose_face_outline(lm)
-    parse = parse_person(work, body, Geometry(lm=lm, face_poly=face))
+        geo = Geometry(lm=lm, face_poly=_pose_face_outline(lm))
+    else:
+        lm = lm.copy()
+        lm[MP_FACE_FROM_MESH, :2] = mesh_face_keypoints(mesh)
+        parts = models.face_part_indices()
+        brows = np.concatenate([parts["r_brow"], parts["l_brow"]])
+        geo = Geometry(lm=lm, face_poly=mesh[models.face_oval_indices(), :2],
+                       brow_y=float(mesh[brows, 1].mean()),
+                       nose_base_y=float(mesh[C.MESH_NOSE_BASE, 1]))
+    parse = parse_person(work, body, geo)
 
     # Back to the input's pixels.
     lm_full = lm.copy()
