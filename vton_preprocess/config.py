@@ -24,6 +24,9 @@ CLOTH_MIN_AREA_FRAC = 0.02      # a mask smaller than this fraction of the image
 
 # ---- person analysis ----------------------------------------------------------------------
 WORK_LONG_SIDE = 512            # person photos are analysed with their longer side at most this
+# The parse is computed at a resolution where the person's 3:4 model box is this many times the
+# model's height (never above the work resolution): finer detail is thrown away by the framing.
+PARSE_OVERSAMPLE = 1.25
 POSE_MIN_DETECTION = 0.3        # MediaPipe pose detector threshold
 FACE_MIN_DETECTION = 0.5        # face detector / face mesh threshold
 KEYPOINT_MIN_CONFIDENCE = 0.5   # landmarks with a lower MediaPipe visibility are reported missing

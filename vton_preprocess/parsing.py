@@ -40,6 +40,15 @@ class Geometry:
     brow_y: float | None = None
     nose_base_y: float | None = None
 
+    def scaled(self, f: float) -> "Geometry":
+        """The same geometry in an image resized by ``f`` (pixel centres aligned)."""
+        def m(v):
+            return None if v is None else (v + 0.5) * f - 0.5
+        lm = self.lm.copy()
+        lm[:, :2] = m(lm[:, :2])
+        return Geometry(lm=lm, face_poly=m(self.face_poly), brow_y=m(self.brow_y),
+                        nose_base_y=m(self.nose_base_y))
+
     @property
     def eye_y(self) -> float:
         return float((self.lm[MP_L_EYE, 1] + self.lm[MP_R_EYE, 1]) / 2)
@@ -119,7 +128,7 @@ def _polygon_mask(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
 
 
 def _segment_distance(px: np.ndarray, py: np.ndarray, chain: list[np.ndarray]) -> np.ndarray:
-    """Distance of every pixel to a polyline given as a list of 2-vectors."""
+    """Distance of every point (px, py: arrays of one shape) to a polyline of 2-vectors."""
     best = np.full(px.shape, np.inf, np.float32)
     for a, b in zip(chain[:-1], chain[1:]):
         d = b - a
@@ -140,9 +149,10 @@ def _skin_model(lab: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _mahalanobis(lab: np.ndarray, model) -> np.ndarray:
+    """Mahalanobis distance of N×3 Lab colours to the skin model (N,)."""
     mu, icov = model
-    d = lab.astype(np.float32) - mu
-    return np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", d, icov, d), 0))
+    d = lab.astype(np.float32) - mu.astype(np.float32)
+    return np.sqrt(np.maximum(((d @ icov.astype(np.float32)) * d).sum(axis=1), 0))
 
 
 def parse_person(rgb: np.ndarray, body: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -164,7 +174,9 @@ def parse_person(rgb: np.ndarray, body: np.ndarray, geo: Geometry) -> np.ndarray
     eye_y = float(min(lm[MP_L_EYE, 1], lm[MP_R_EYE, 1]))
     skin_seed = inner & body & (ys > eye_y)
     skin = _skin_model(lab, skin_seed)
-    skinlike = (_mahalanobis(lab, skin) < C.SKIN_MAHALANOBIS) if skin else np.zeros_like(body)
+    skinlike = np.zeros_like(body)   # only ever used inside the body
+    if skin:
+        skinlike[body] = _mahalanobis(lab[body], skin) < C.SKIN_MAHALANOBIS
 
     head_zone = body & (ys < cy)
     hair_seed = head_zone & ~cv2.dilate(face.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) \
@@ -195,7 +207,7 @@ def parse_person(rgb: np.ndarray, body: np.ndarray, geo: Geometry) -> np.ndarray
     for c, hist in hists.items():
         if hist is None:
             continue
-        sc = np.log(hist[bins]) + np.log(priors[c] + 1e-6)
+        sc = np.log(hist)[bins] + np.log(priors[c] + 1e-6)
         scores[c] = cv2.blur(sc.astype(np.float32), (k, k))
     if not np.isfinite(scores).any(axis=0).all():
         scores[UPPER_C] = np.where(np.isfinite(scores).any(axis=0), scores[UPPER_C], 0)
@@ -214,26 +226,31 @@ def parse_person(rgb: np.ndarray, body: np.ndarray, geo: Geometry) -> np.ndarray
     labels[cls == UPPER_C] = UPPER
     labels[cls == LOWER_C] = PANTS
     labels[cls == HAIR_C] = HAIR
-    sk = cls == SKIN_C
+    sk = (cls == SKIN_C) & body
     # Skin by position: face (at the head), neck/chest, legs (below the hips), arms.
     # Arms run to the index knuckle, so hands hanging below the hips stay arms.
+    # Distances are needed at skin pixels only.
+    iy, ix = np.nonzero(sk)
+    px, py = ix.astype(np.float32), iy.astype(np.float32)
     right_arm = [lm[i, :2] for i in (MP_R_SHOULDER, MP_R_ELBOW, MP_R_WRIST, MP_R_INDEX)]
     left_arm = [lm[i, :2] for i in (MP_L_SHOULDER, MP_L_ELBOW, MP_L_WRIST, MP_L_INDEX)]
     legs_chain = [[lm[i, :2] for i in (hip, knee, ankle)] for hip, knee, ankle in
                   ((MP_L_HIP, MP_L_KNEE, MP_L_ANKLE), (MP_R_HIP, MP_R_KNEE, MP_R_ANKLE))]
-    d_l = _segment_distance(xs, ys, left_arm)
-    d_r = _segment_distance(xs, ys, right_arm)
-    labels[sk] = np.where(d_l[sk] < d_r[sk], L_ARM, R_ARM)
-    neck_zone = (ys < sy + C.NECK_DEPTH * T) & (np.minimum(d_l, d_r) > 0.18 * sw) \
-        & (np.abs(xs - mid) < 0.5 * (x1 - x0))
-    labels[sk & neck_zone] = NECK
-    d_leg = np.minimum(*(_segment_distance(xs, ys, c) for c in legs_chain))
-    legs = sk & (ys > hy) & (d_leg < np.minimum(d_l, d_r))
+    d_l = _segment_distance(px, py, left_arm)
+    d_r = _segment_distance(px, py, right_arm)
+    d_arm = np.minimum(d_l, d_r)
+    sk_labels = np.where(d_l < d_r, L_ARM, R_ARM).astype(np.uint8)
+    neck_zone = (py < sy + C.NECK_DEPTH * T) & (d_arm > 0.18 * sw) \
+        & (np.abs(px - mid) < 0.5 * (x1 - x0))
+    sk_labels[neck_zone] = NECK
+    d_leg = np.minimum(*(_segment_distance(px, py, c) for c in legs_chain))
+    legs = (py > hy) & (d_leg < d_arm)
     hip_mid_x = (lm[MP_L_HIP, 0] + lm[MP_R_HIP, 0]) / 2
     left_is_right_side = lm[MP_L_HIP, 0] > lm[MP_R_HIP, 0]
-    on_left = (xs > hip_mid_x) == left_is_right_side
-    labels[legs & on_left] = L_LEG
-    labels[legs & ~on_left] = R_LEG
+    on_left = (px > hip_mid_x) == left_is_right_side
+    sk_labels[legs & on_left] = L_LEG
+    sk_labels[legs & ~on_left] = R_LEG
+    labels[iy, ix] = sk_labels
     face_region = _face_region(face, sk, cls == HAIR_C, geo, ys)
     labels[face_region] = FACE
     labels[face & ~face_region] = HAIR        # inside the outline only face or hair

@@ -170,6 +170,18 @@ def _body_mask(prob: np.ndarray, pose_seg: np.ndarray) -> np.ndarray:
     return ~outside[comp] if n > 1 else m
 
 
+def _parse_scale(lm: np.ndarray, body: np.ndarray) -> float:
+    """Factor (≤ 1) for the work image at which the parse is computed: the person's 3:4 model
+    box (as :func:`frame_person` would choose it) then spans ``PARSE_OVERSAMPLE`` × the model's
+    height. 1.0 when the box cannot be found (the parse is then at work resolution)."""
+    h, w = body.shape
+    try:
+        box = frame_person((w, h), landmarks_to_coco(lm, (w, h)), body).box
+    except NoPerson:
+        return 1.0
+    return float(min(1.0, C.PARSE_OVERSAMPLE * C.MODEL_SIZE[1] / max(1.0, box[3] - box[1])))
+
+
 def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
     """Analyse an H×W×3 uint8 RGB person photo (see :func:`analyze_person`)."""
     h, w = rgb.shape[:2]
@@ -198,7 +210,15 @@ def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
         geo = Geometry(lm=lm, face_poly=mesh[models.face_oval_indices(), :2],
                        brow_y=float(mesh[brows, 1].mean()),
                        nose_base_y=float(mesh[C.MESH_NOSE_BASE, 1]))
-    parse = parse_person(work, body, geo)
+    ps = _parse_scale(lm, body)
+    if ps < 1.0:
+        pw, ph = max(1, round(ww * ps)), max(1, round(wh * ps))
+        fx, fy = pw / ww, ph / wh
+        small_body = _resize(prob * body, (pw, ph), cv2.INTER_LINEAR) >= C.BODY_PROB_THRESHOLD
+        parse = parse_person(_resize(work, (pw, ph), cv2.INTER_AREA), small_body,
+                             geo.scaled((fx + fy) / 2))
+    else:
+        parse = parse_person(work, body, geo)
 
     # Back to the input's pixels.
     lm_full = lm.copy()
@@ -206,6 +226,7 @@ def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
     kp = landmarks_to_coco(lm_full, (w, h))
     if s != 1.0:
         body = _resize(prob * body, (w, h), cv2.INTER_LINEAR) >= C.BODY_PROB_THRESHOLD
+    if parse.shape != (h, w):
         parse = _resize(parse, (w, h), cv2.INTER_NEAREST)
         parse[~body] = 0
     return PersonAnalysis(keypoints=kp, parse=parse, body_mask=body, num_people=num,
