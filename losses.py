@@ -75,11 +75,20 @@ def gmm_loss(warped_cloth: torch.Tensor, target: torch.Tensor, grid: torch.Tenso
 # ------------------------------------------------------------------------------------------------
 # TOM
 # ------------------------------------------------------------------------------------------------
+def vgg_features_module(config: str = "E") -> nn.Sequential:
+    """An untrained torchvision VGG ``features`` stack (no download): config "E" is VGG19,
+    "D" VGG16. Built without the (large) classifier; the layer indices are torchvision's."""
+    try:
+        from torchvision.models.vgg import cfgs, make_layers
+        return make_layers(cfgs[config], batch_norm=False)
+    except ImportError:   # pragma: no cover - older/newer torchvision layouts
+        from torchvision.models import vgg16, vgg19
+        return (vgg19 if config == "E" else vgg16)(weights=None).features
+
+
 def vgg19_features_module() -> nn.Sequential:
     """An untrained torchvision VGG19 ``features`` stack (no download)."""
-    from torchvision.models import vgg19
-
-    return vgg19(weights=None).features
+    return vgg_features_module("E")
 
 
 def load_vgg19_features(path: str | Path) -> nn.Sequential:

@@ -110,11 +110,11 @@ class LPIPS(nn.Module):
 
     def __init__(self, backbone: dict, linear: dict):
         super().__init__()
-        from torchvision.models import vgg16
+        from losses import vgg_features_module
 
         if any(k.startswith("features.") for k in backbone):
             backbone = {k[len("features."):]: v for k, v in backbone.items() if k.startswith("features.")}
-        features = vgg16(weights=None).features
+        features = vgg_features_module("D")
         features.load_state_dict(backbone, strict=True)
         starts = (0,) + LPIPS_VGG16_ENDS[:-1]
         self.slices = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)])

@@ -211,19 +211,20 @@ def test_inception_score_extremes():
     assert metrics.inception_score(onehot)[0] == pytest.approx(6.0, rel=1e-6)
 
 
-def _lpips_files(tmp_path: Path) -> tuple[Path, Path]:
-    from torchvision.models import vgg16
-
+@pytest.fixture(scope="module")
+def lpips_files(tmp_path_factory) -> tuple[Path, Path]:
+    """Random stand-ins for the VGG16 backbone and the LPIPS linear layers."""
     torch.manual_seed(1)
+    tmp_path = tmp_path_factory.mktemp("lpips")
     backbone, lin = tmp_path / "vgg16.pth", tmp_path / "lpips_vgg.pth"
-    torch.save(vgg16(weights=None).features.state_dict(), backbone)
+    torch.save(losses.vgg_features_module("D").state_dict(), backbone)
     torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1)
                 for k, c in enumerate(metrics.LPIPS_CHANNELS)}, lin)
     return backbone, lin
 
 
-def test_lpips_from_local_files(tmp_path):
-    backbone, lin = _lpips_files(tmp_path)
+def test_lpips_from_local_files(lpips_files):
+    backbone, lin = lpips_files
     net = metrics.LPIPS.from_files(backbone, lin)
     x = torch.rand(2, 3, 64, 48) * 2 - 1
     y = torch.rand(2, 3, 64, 48) * 2 - 1
@@ -310,13 +311,13 @@ def test_tom_training_reduces_loss_and_model_loads(gmm_run, tiny_data, vgg19_fil
     out, _ = gmm_run
     torch.manual_seed(0)
     hist = train.train_tom(tiny_data, "train", tiny_data / "one.txt", out,
-                           _cfg("TOM", 4, lr=2e-4, save_count=4), torch.device("cpu"),
+                           _cfg("TOM", 3, lr=2e-4, save_count=3), torch.device("cpu"),
                            gmm_checkpoint=out / GMM_FILE, vgg_checkpoint=vgg19_file)
     assert all(h["vgg"] > 0 for h in hist)
     assert all(h["loss"] == pytest.approx(h["l1"] + h["vgg"] + h["mask"], rel=1e-5) for h in hist)
     assert hist[-1]["loss"] < hist[0]["loss"]
     load_checkpoint(build_tom(), out / TOM_FILE)
-    assert torch.load(out / "TOM" / "step_000004.pth", weights_only=True)["step"] == 4
+    assert torch.load(out / "TOM" / "step_000003.pth", weights_only=True)["step"] == 3
     from cpvton_infer import CPVTONPlusModel
 
     model = CPVTONPlusModel(out, device="cpu", precision="fp32")   # both trained finals, strictly
@@ -347,9 +348,9 @@ def _expected_files(result: Path, mode: str, names: list[str]) -> list[Path]:
             + [result / "TOM" / mode / d / n for d in evaluation.TOM_DIRS for n in names])
 
 
-def test_evaluation_writes_layout_and_metrics(tiny_data, random_ckpt_dir, tmp_path):
+def test_evaluation_writes_layout_and_metrics(tiny_data, random_ckpt_dir, lpips_files, tmp_path):
     result = tmp_path / "result"
-    backbone, lin = _lpips_files(tmp_path)
+    backbone, lin = lpips_files
     rc = evaluation.main(["--dataroot", str(tiny_data), "--datamode", "train",
                           "--data_list", str(tiny_data / "pairs.txt"),
                           "--checkpoint_dir", str(random_ckpt_dir), "--result_dir", str(result),
