@@ -45,6 +45,44 @@ def test_landmarks_to_coco_maps_sides_neck_and_drops_unusable():
     assert kp[14, 0] == lm[5, 0] and kp[15, 0] == lm[2, 0]  # r-eye = MediaPipe 5, l-eye = 2
 
 
+def test_mesh_face_keypoints_sides_and_ears_outside_the_cheeks():
+    from vton_preprocess import config as C, models
+    from vton_preprocess.person import mesh_face_keypoints
+    parts = models.face_part_indices()
+    mesh = np.zeros((468, 3), np.float32)
+    mesh[:, :2] = (100, 50)
+    mesh[parts["r_eye"], :2] = (90, 40)      # person's right eye: image left (frontal face)
+    mesh[parts["l_eye"], :2] = (110, 40)
+    mesh[C.MESH_R_CHEEK] = (80, 45, 0)
+    mesh[C.MESH_L_CHEEK] = (120, 45, 0)
+    kp = mesh_face_keypoints(mesh)
+    assert kp.shape == (4, 2)
+    np.testing.assert_allclose(kp[0], (90, 40))
+    np.testing.assert_allclose(kp[1], (110, 40))
+    half = 20 * C.EAR_LATERAL_SCALE
+    np.testing.assert_allclose(kp[2], (100 - half, 45), atol=1e-4)   # beyond the cheek
+    np.testing.assert_allclose(kp[3], (100 + half, 45), atol=1e-4)
+    # a head turned to the image right: the far cheek is deeper, the ears foreshorten
+    mesh[C.MESH_R_CHEEK] = (86, 45, -10)
+    mesh[C.MESH_L_CHEEK] = (114, 45, 10)
+    kp = mesh_face_keypoints(mesh)
+    assert kp[2, 0] < 86 and kp[3, 0] > 114
+    assert abs((100 - kp[2, 0]) / 14 - C.EAR_LATERAL_SCALE) < 1e-4
+
+
+def test_geometry_scaled_keeps_pixel_centres():
+    from vton_preprocess.parsing import Geometry
+    lm = np.zeros((33, 3), np.float32)
+    lm[:, :2] = (9.5, 19.5)
+    lm[:, 2] = 0.9
+    g = Geometry(lm=lm, face_poly=np.array([[9.5, 19.5], [19.5, 39.5]], np.float32),
+                 brow_y=3.5, nose_base_y=None)
+    h = g.scaled(0.5)
+    np.testing.assert_allclose(h.lm[0], (4.5, 9.5, 0.9))
+    np.testing.assert_allclose(h.face_poly, [[4.5, 9.5], [9.5, 19.5]])
+    assert h.brow_y == 1.5 and h.nose_base_y is None
+
+
 def _framing():
     return Framing(box=(-30.0, 20.0, 270.0, 420.0), image_size=(300, 500))
 

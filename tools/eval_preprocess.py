@@ -104,6 +104,47 @@ def time_photos(photos: Path, repeat: int) -> dict:
     return out
 
 
+def time_stages(images: list[Path], repeat: int) -> dict:
+    """Median ms per stage of :func:`preprocess.analyze_rgb` (each MediaPipe graph, the parse,
+    and the rest) for each image, measured by wrapping the stage functions for ``repeat`` calls
+    (at least 1) after one warm-up call."""
+    from vton_preprocess import models, person
+    acc: dict[str, float] = {}
+
+    def timer(name, fn):
+        def wrapped(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t
+        return wrapped
+
+    run, parse = models.run, person.parse_person
+    models.run = lambda name, rgb: timer(name, run)(name, rgb)
+    person.parse_person = timer("parse", parse)
+    out = {}
+    try:
+        for f in images:
+            rgb = np.asarray(load_rgb(f))
+            P.analyze_rgb(rgb)
+            runs = []
+            for _ in range(max(1, repeat)):
+                acc.clear()
+                t = time.perf_counter()
+                P.analyze_rgb(rgb)
+                total = time.perf_counter() - t
+                row = dict(acc, total=total)
+                row["other"] = total - sum(acc.values())
+                runs.append(row)
+            keys = sorted({k for r in runs for k in r})
+            out[f"{f.name} ({rgb.shape[1]}x{rgb.shape[0]})"] = {
+                k: float(np.median([r.get(k, 0.0) for r in runs])) * 1e3 for k in keys}
+    finally:
+        models.run, person.parse_person = run, parse
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--dataroot", type=Path, required=True)
@@ -112,6 +153,8 @@ def main(argv=None) -> int:
                     help="folder with person/ and cloth/ photos to time (default: <dataroot>/../photos)")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls per image")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--stages", action="store_true",
+                    help="also time each stage of the person analysis (median over --repeat calls)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     res = evaluate(args.dataroot / args.datamode, args.repeat)
@@ -135,6 +178,14 @@ def main(argv=None) -> int:
         print("\nphotos (median ms per call)")
         for k, v in res["photo_ms"].items():
             print(f"  {k:40s} {v:7.1f}")
+    if args.stages:
+        imgs = sorted((args.dataroot / args.datamode / "image").glob("*.jpg"))
+        if photos.is_dir():
+            imgs += sorted((photos / "person").glob("*"))
+        res["stage_ms"] = time_stages(imgs, args.repeat)
+        print("\nstages (median ms per call)")
+        for k, row in res["stage_ms"].items():
+            print(f"  {k:32s} " + " ".join(f"{n}={v:.1f}" for n, v in row.items()))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0
