@@ -1,8 +1,10 @@
 """Person analysis (keypoints, parse, body mask) and framing for CP-VTON+.
 
-``analyze_person`` runs MediaPipe (pose with segmentation, selfie segmentation, face detection,
-face mesh) on a work copy of the photo whose longer side is at most ``WORK_LONG_SIDE``, parses the
-person with :mod:`.parsing`, and returns everything in the input image's pixels.
+``analyze_person`` runs MediaPipe (face detection to count people, pose with segmentation,
+selfie segmentation, face mesh on a head crop) on a work copy of the photo whose longer side is
+at most ``WORK_LONG_SIDE``. Body keypoints come from the pose model; eyes and ears from the face
+mesh, which is far more precise on the face. The person is parsed with :mod:`.parsing` at the
+resolution its 3:4 model box needs, and everything is returned in the input image's pixels.
 """
 from __future__ import annotations
 
