@@ -191,6 +191,7 @@ class CPVTONPlusModel:
         gmm_checkpoint, tom_checkpoint: override the two file paths.
         allow_random_weights: only for smoke runs: if a checkpoint file is missing, use the
             deterministic random weights instead of failing; results then say ``random_weights``.
+        gmm_sha256, tom_sha256: expected file hashes; a file with another hash is refused.
         max_pixels: decoded-pixel limit per input image.
 
     Raises :class:`errors.CheckpointError` (naming the path) for a missing or malformed file.
@@ -199,6 +200,7 @@ class CPVTONPlusModel:
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
                  precision: str = "auto", *, gmm_checkpoint: str | os.PathLike | None = None,
                  tom_checkpoint: str | os.PathLike | None = None, allow_random_weights: bool = False,
+                 gmm_sha256: str | None = None, tom_sha256: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, cfg: CPVTONConfig = DEFAULT_CONFIG):
         self.cfg = cfg
         self.max_pixels = max_pixels
@@ -218,8 +220,8 @@ class CPVTONPlusModel:
             log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
                         "(allow_random_weights=True)", gmm_path, tom_path)
         else:
-            self.weights = WeightsInfo(load_checkpoint(self.gmm, gmm_path),
-                                       load_checkpoint(self.tom, tom_path), random=False,
+            self.weights = WeightsInfo(load_checkpoint(self.gmm, gmm_path, gmm_sha256),
+                                       load_checkpoint(self.tom, tom_path, tom_sha256), random=False,
                                        gmm_path=str(gmm_path), tom_path=str(tom_path))
         self.gmm.to(self.device).requires_grad_(False)
         self.tom.to(self.device).requires_grad_(False)

@@ -91,15 +91,22 @@ def check_state_dict(module: nn.Module, state: object, source: str) -> dict[str,
     return state
 
 
-def load_checkpoint(module: nn.Module, path: Path) -> str:
+def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None = None) -> str:
     """Load ``path`` into ``module`` strictly; return the file's sha256.
 
     Raises :class:`CheckpointError` (naming ``path``) if the file is missing, unreadable,
-    truncated, not a state dict, or has other keys or shapes than the architecture.
+    truncated, not a state dict, has other keys or shapes than the architecture, or (when
+    ``expected_sha256`` is given) has another sha256 — a tampered or substituted file.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}. {HOW_TO_GET}")
+    digest = file_sha256(path)
+    if expected_sha256 and digest != expected_sha256.strip().lower():
+        raise CheckpointError(
+            f"checkpoint {path} has sha256 {digest[:16]}…, not the expected "
+            f"{expected_sha256.strip().lower()[:16]}…: the file was modified or is another "
+            f"file. {HOW_TO_GET}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, disallowed pickle globals, ...
@@ -108,7 +115,6 @@ def load_checkpoint(module: nn.Module, path: Path) -> str:
             f"weights-only torch file). {HOW_TO_GET}") from None
     state = check_state_dict(module, state, str(path))
     module.load_state_dict(state, strict=True)
-    digest = file_sha256(path)
     log.info("loaded %s (sha256 %s)", path, digest[:12])
     return digest
 

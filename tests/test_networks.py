@@ -178,3 +178,15 @@ def test_no_hardwired_cuda_calls():
     import cpvton_infer
     for mod in (networks, cp_dataset, cpvton_infer):
         assert ".cuda()" not in inspect.getsource(mod)
+
+
+def test_tampered_checkpoint_is_refused_when_its_hash_is_pinned(tmp_path):
+    from weights import file_sha256
+    gmm_path, _ = write_random_checkpoints(tmp_path)
+    good = file_sha256(gmm_path)
+    assert load_checkpoint(build_gmm(), gmm_path, expected_sha256=good.upper()) == good
+    state = torch.load(gmm_path, weights_only=True)
+    state["regression.linear.bias"] += 0.01                      # same keys and shapes
+    torch.save(state, gmm_path)
+    with pytest.raises(CheckpointError, match="not the expected"):
+        load_checkpoint(build_gmm(), gmm_path, expected_sha256=good)
