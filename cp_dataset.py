@@ -69,14 +69,19 @@ def body_shape(body_mask: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> tor
 
 
 def label_mask(parse: np.ndarray, labels: Sequence[int]) -> np.ndarray:
-    """H×W bool: where ``parse`` holds any of ``labels``."""
-    return np.isin(parse, labels)
+    """H×W bool: where ``parse`` holds any of ``labels`` (a 256-entry lookup table)."""
+    lut = np.zeros(256, dtype=bool)
+    lut[list(labels)] = True
+    return lut[parse]
 
 
 def head_image(image: torch.Tensor, parse: np.ndarray, stage: str) -> torch.Tensor:
-    """Person 3×H×W in [-1, 1] → the kept regions of ``stage`` (RGB), −1 elsewhere."""
-    keep = torch.from_numpy(label_mask(parse, HEAD_LABELS[stage]).astype(np.float32))
-    return image * keep - (1 - keep)
+    """Person 3×H×W in [-1, 1] → the kept regions of ``stage`` (RGB), −1 elsewhere.
+
+    Equal to the reference's ``image · keep − (1 − keep)`` for finite images.
+    """
+    keep = torch.from_numpy(label_mask(parse, HEAD_LABELS[stage]))
+    return torch.where(keep, image, torch.tensor(-1.0, dtype=image.dtype))
 
 
 def pose_maps(keypoints: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> torch.Tensor:
@@ -84,19 +89,17 @@ def pose_maps(keypoints: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> torc
 
     Each point with ``x > 1 and y > 1`` becomes a filled square of half-size ``cfg.pose_radius``,
     rasterised exactly as PIL's ``ImageDraw.rectangle((x−r, y−r, x+r, y+r))`` in the reference:
-    corners truncated towards zero, both ends inclusive, clipped to the image.
+    corners truncated towards zero, both ends inclusive, clipped to the image. One slice fill
+    per present keypoint into a −1 tensor (no per-keypoint image).
     """
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, np.shape(keypoints)[-1])[:, :2]
     r = cfg.pose_radius
-    present = (kp[:, 0] > 1) & (kp[:, 1] > 1)                            # K
-    lo = np.trunc(kp - r).astype(np.int64)                                # K×2 (x0, y0)
-    hi = np.trunc(kp + r).astype(np.int64)                                # K×2 (x1, y1)
-    xs = np.arange(cfg.width)
-    ys = np.arange(cfg.height)
-    in_x = (xs >= lo[:, :1]) & (xs <= hi[:, :1]) & present[:, None]      # K×W
-    in_y = (ys >= lo[:, 1:]) & (ys <= hi[:, 1:])                          # K×H
-    maps = in_y[:, :, None] & in_x[:, None, :]                            # K×H×W
-    return torch.from_numpy(maps).float() * 2 - 1
+    out = torch.full((len(kp), cfg.height, cfg.width), -1.0)
+    lo = np.maximum(np.trunc(kp - r).astype(np.int64), 0)              # K×2 (x0, y0), clipped
+    hi = np.trunc(kp + r).astype(np.int64) + 1                          # K×2 exclusive ends
+    for k in np.flatnonzero((kp[:, 0] > 1) & (kp[:, 1] > 1)):
+        out[k, lo[k, 1]:hi[k, 1], lo[k, 0]:hi[k, 0]] = 1.0
+    return out
 
 
 def person_representation(image: torch.Tensor, parse: np.ndarray, body_mask: np.ndarray,
