@@ -1,0 +1,371 @@
+"""The performance benchmark: every figure of the performance goals, measured in one run.
+
+    python benchmarks/bench.py [--json benchmarks/results/bench.json] [--quick]
+
+Prints a table (figure, value, goal, met?) with the machine description and writes the same to
+JSON. Medians over repeated runs; ratios are taken within this one run. Random weights (timings do
+not depend on the values). Person and garment photos come from ../shared/data/photos when present,
+else from the bundled sample images. Sections:
+
+  networks   fp32 batch 1 time, achieved GFLOP/s vs the fp32 matmul peak measured now;
+             bf16 speed-up and PSNR (only where the CPU has native bf16; otherwise reported)
+  repr       person representation per pair
+  preprocess person analysis (192×256, 768×1024) and cloth segmentation
+  e2e        handler() end to end, two 768×1024 JPEGs in, PNG out: new person / cached person
+  cold       process start to first request served (warm-up and imports included)
+  memory     worker RSS after warm-up and after N requests
+  gpu        (CUDA only) batched throughput and single-pair latency, fp16/bf16, channels_last
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+
+import networks  # noqa: E402
+from cp_dataset import person_representations  # noqa: E402
+from weights import random_weights, write_random_checkpoints  # noqa: E402
+
+H, W = networks.DEFAULT_CONFIG.height, networks.DEFAULT_CONFIG.width
+
+
+# ------------------------------------------------------------------------------------------------
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "date": time.strftime("%Y-%m-%d")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def count_flops(gmm, tom) -> dict:
+    """FLOP (2·MAC) of one pair, from the layers actually run (convs, linear, correlation)."""
+    macs = {"gmm": 0, "tom": 0}
+
+    def hook(name):
+        def f(mod, inp, out):
+            if isinstance(mod, torch.nn.Conv2d):
+                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+                macs[name] += out.numel() * k
+            elif isinstance(mod, torch.nn.Linear):
+                macs[name] += out.numel() * mod.in_features
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, net in (("gmm", gmm), ("tom", tom))
+               for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.inference_mode():
+        gmm(torch.randn(1, 22, H, W), torch.rand(1, 1, H, W))
+        tom(torch.randn(1, 26, H, W))
+    for h in handles:
+        h.remove()
+    fh, fw = networks.DEFAULT_CONFIG.feature_size
+    macs["gmm"] += (fh * fw) ** 2 * networks.DEFAULT_CONFIG.max_channels      # correlation bmm
+    return {k: 2 * v for k, v in macs.items()}
+
+
+def matmul_peak_gflops(dtype=torch.float32, n: int = 2048, repeats: int = 7) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n ** 3 / median_ms(lambda: a @ b, repeats) / 1e6
+
+
+def load_nets(device="cpu"):
+    gs, ts = random_weights()
+    gmm, tom = networks.build_gmm(), networks.build_tom()
+    gmm.load_state_dict(gs)
+    tom.load_state_dict(ts)
+    return gmm.to(device), tom.to(device)
+
+
+def nets_forward(gmm, tom, ag, cloth, mask):
+    grid, _ = gmm(ag, mask)
+    warped, wmask = networks.warp_cloth(cloth, mask, grid)
+    raw = tom(torch.cat([ag, warped, (wmask >= 0.5).to(warped.dtype)], 1))
+    return networks.tom_outputs(raw.float(), warped.float())[2]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean(((a.float() - b.float()) * 127.5) ** 2).item()
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+# ------------------------------------------------------------------------------------------------
+def section_networks(results: dict, repeats: int) -> None:
+    from cpvton_infer import cpu_has_native_bf16
+
+    gmm, tom = load_nets()
+    flops = count_flops(gmm, tom)
+    peak = matmul_peak_gflops()
+    torch.manual_seed(0)
+    ag, cloth = torch.randn(1, 22, H, W), torch.rand(1, 3, H, W) * 2 - 1
+    mask = (torch.rand(1, 1, H, W) > 0.5).float()
+    with torch.inference_mode():
+        fp32_ms = median_ms(lambda: nets_forward(gmm, tom, ag, cloth, mask), repeats)
+        ref = nets_forward(gmm, tom, ag, cloth, mask)
+    total = flops["gmm"] + flops["tom"]
+    achieved = total / fp32_ms / 1e6
+    results["gflop_per_pair"] = {"gmm": flops["gmm"] / 1e9, "tom": flops["tom"] / 1e9}
+    results["matmul_fp32_peak_gflops"] = peak
+    results["networks_fp32_b1_ms"] = fp32_ms
+    results["networks_fp32_b1_gflops"] = achieved
+    results["networks_fp32_b1_fraction_of_peak"] = achieved / peak
+    if cpu_has_native_bf16():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_ms = median_ms(lambda: nets_forward(gmm, tom, ag, cloth, mask), repeats)
+            out = nets_forward(gmm, tom, ag, cloth, mask)
+        results["bf16_speedup"] = fp32_ms / bf16_ms
+        results["bf16_psnr_db"] = psnr(out, ref)
+    else:
+        results["bf16_speedup"] = None
+        results["bf16_note"] = "this CPU has no native bf16 (AVX512-BF16/AMX): not measured"
+
+
+def section_repr(results: dict) -> None:
+    rng = np.random.default_rng(0)
+    image = torch.rand(3, H, W) * 2 - 1
+    parse = rng.integers(0, 21, (H, W)).astype(np.uint8)
+    kp = np.column_stack([rng.uniform(2, W, 18), rng.uniform(2, H, 18), np.ones(18)])
+    results["representation_ms"] = median_ms(
+        lambda: person_representations(image, parse, parse > 0, kp), 200, warmup=5)
+
+
+def photos() -> tuple[list[bytes], list[bytes]]:
+    """(person JPEGs, cloth JPEGs) at 768×1024."""
+    def jpeg(im: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        im.convert("RGB").resize((768, 1024), Image.BICUBIC).save(buf, "JPEG", quality=92)
+        return buf.getvalue()
+    if PHOTOS.is_dir():
+        persons = [jpeg(Image.open(p)) for p in sorted((PHOTOS / "person").glob("*"))]
+        cloths = [jpeg(Image.open(p)) for p in sorted((PHOTOS / "cloth").glob("*"))]
+        return persons, cloths
+    import sample_images
+    return [jpeg(sample_images.person_photo())], [jpeg(sample_images.garment())]
+
+
+def section_preprocess(results: dict, repeats: int) -> None:
+    import preprocess
+    persons, cloths = photos()
+    big = Image.open(io.BytesIO(persons[0])).convert("RGB")
+    small = big.resize((W, H), Image.BICUBIC)
+    cloth = Image.open(io.BytesIO(cloths[0])).convert("RGB")
+    preprocess.analyze_person(small)                                      # load the models
+    results["analysis_192x256_ms"] = median_ms(lambda: preprocess.analyze_person(small), repeats)
+    results["analysis_768x1024_ms"] = median_ms(lambda: preprocess.analyze_person(big), repeats)
+    results["cloth_segmentation_768x1024_ms"] = median_ms(lambda: preprocess.segment_cloth(cloth), repeats)
+    results["cloth_segmentation_192x256_ms"] = median_ms(
+        lambda: preprocess.segment_cloth(cloth.resize((W, H))), repeats)
+
+
+@contextlib.contextmanager
+def worker_env(ckpt: Path, **extra):
+    old = dict(os.environ)
+    os.environ.update({"CHECKPOINT_DIR": str(ckpt), "LOG_LEVEL": "WARNING", "WARMUP": "1",
+                       **{k: str(v) for k, v in extra.items()}})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def section_e2e_memory(results: dict, ckpt: Path, repeats: int, memory_requests: int) -> None:
+    import psutil
+
+    import handler
+    from settings import Settings
+    persons, cloths = photos()
+    with worker_env(ckpt):
+        worker = handler.start_worker(Settings.from_env())
+    handler.set_worker(worker)
+    proc = psutil.Process()
+
+    def job(p, c):
+        out = handler.handler({"id": "bench", "input": {"person_image": b64(p), "cloth_image": b64(c),
+                                                        "output_format": "png"}})
+        assert "error" not in out, out
+        return out
+
+    # New person each time: clear the cache before every request.
+    def miss():
+        worker.cache.clear()
+        job(persons[0], cloths[0])
+    results["e2e_new_person_p50_ms"] = median_ms(miss, repeats)
+    # Same person, a new garment each time: person analysis served from the cache.
+    state = {"i": 0}
+
+    def hit():
+        state["i"] += 1
+        job(persons[0], cloths[state["i"] % len(cloths)])
+    results["e2e_cached_person_p50_ms"] = median_ms(hit, repeats)
+    results["e2e_cached_vs_new_ratio"] = (results["e2e_cached_person_p50_ms"]
+                                          / results["e2e_new_person_p50_ms"])
+    rss0 = proc.memory_info().rss
+    for i in range(memory_requests):
+        job(persons[i % len(persons)], cloths[i % len(cloths)])
+    rss1 = proc.memory_info().rss
+    results["rss_after_warmup_mb"] = rss0 / 2 ** 20
+    results["rss_after_requests_mb"] = rss1 / 2 ** 20
+    results["rss_growth_mb"] = (rss1 - rss0) / 2 ** 20
+    results["memory_requests"] = memory_requests
+    handler.set_worker(None)
+
+
+COLD_START = r"""
+import base64, json, sys, time
+t_import = time.perf_counter()
+import handler
+from settings import Settings
+handler.set_worker(handler.start_worker(Settings.from_env()))
+job = json.loads(sys.stdin.read())
+out = handler.handler(job)
+assert "error" not in out, out
+"""
+
+
+def section_cold(results: dict, ckpt: Path, repeats: int) -> None:
+    persons, cloths = photos()
+    job = json.dumps({"id": "cold", "input": {"person_image": b64(persons[0]),
+                                              "cloth_image": b64(cloths[0])}})
+    times = []
+    with worker_env(ckpt):
+        env = dict(os.environ)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", COLD_START], input=job.encode(), cwd=ROOT, env=env,
+                       check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    results["cold_start_s"] = statistics.median(times)
+
+
+def section_gpu(results: dict, repeats: int) -> None:
+    if not torch.cuda.is_available():
+        results["gpu_note"] = "no CUDA GPU visible: GPU figures not measured"
+        return
+    dev = torch.device("cuda")
+    gmm, tom = load_nets(dev)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    gmm, tom = gmm.to(memory_format=torch.channels_last), tom.to(memory_format=torch.channels_last)
+    for batch in (1, 64):
+        ag = torch.randn(batch, 22, H, W, device=dev).to(memory_format=torch.channels_last)
+        cloth = (torch.rand(batch, 3, H, W, device=dev) * 2 - 1).to(memory_format=torch.channels_last)
+        mask = (torch.rand(batch, 1, H, W, device=dev) > 0.5).float()
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+                nets_forward(gmm, tom, ag, cloth, mask)
+            torch.cuda.synchronize()
+        ms = median_ms(run, repeats, warmup=3)
+        results[f"gpu_networks_b{batch}_ms"] = ms
+        results[f"gpu_networks_b{batch}_pairs_per_s"] = batch / ms * 1000
+
+
+GOALS = [  # (key, label, comparison, goal)
+    ("networks_fp32_b1_fraction_of_peak", "networks fp32 b1, fraction of matmul peak", ">=", 0.70),
+    ("bf16_speedup", "bf16 speed-up over fp32 (CPU)", ">=", 2.5),
+    ("bf16_psnr_db", "bf16 PSNR vs fp32 (dB)", ">=", 35.0),
+    ("representation_ms", "person representation (ms/pair)", "<=", 3.0),
+    ("analysis_192x256_ms", "person analysis 192×256 (ms)", "<=", 40.0),
+    ("analysis_768x1024_ms", "person analysis 768×1024 (ms)", "<=", 80.0),
+    ("cloth_segmentation_768x1024_ms", "cloth segmentation 768×1024 (ms)", "<=", 10.0),
+    ("e2e_new_person_p50_ms", "handler e2e, new person, p50 (ms)", "<=", 250.0),
+    ("e2e_cached_person_p50_ms", "handler e2e, cached person, p50 (ms)", "<=", 150.0),
+    ("cold_start_s", "cold start to first request served (s)", "<=", 4.0),
+    ("rss_after_requests_mb", "worker RSS after the requests (MB)", "<=", 1536.0),
+    ("gpu_networks_b64_pairs_per_s", "GPU batched throughput (pairs/s)", ">=", 2000.0),
+    ("gpu_networks_b1_ms", "GPU single pair, networks (ms)", "<=", 30.0),
+]
+
+
+def print_table(results: dict) -> None:
+    print(f"machine: {json.dumps(results['machine'])}")
+    print(f"{'figure':<46} {'value':>12} {'goal':>10}  met")
+    for key, label, op, goal in GOALS:
+        v = results.get(key)
+        if v is None:
+            print(f"{label:<46} {'n/a':>12} {op + str(goal):>10}  -")
+            continue
+        met = v >= goal if op == ">=" else v <= goal
+        print(f"{label:<46} {v:12.3f} {op + str(goal):>10}  {'yes' if met else 'NO'}")
+    extra = {k: v for k, v in results.items() if k not in {g[0] for g in GOALS} and k != "machine"}
+    for k, v in extra.items():
+        print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json")
+    ap.add_argument("--sections", default="networks,repr,preprocess,e2e,cold,gpu")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--memory-requests", type=int, default=500)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and requests")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.memory_requests = 3, 20
+    sections = set(args.sections.split(","))
+    results: dict = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp)
+        write_random_checkpoints(ckpt)
+        steps = [("networks", lambda: section_networks(results, args.repeats)),
+                 ("repr", lambda: section_repr(results)),
+                 ("preprocess", lambda: section_preprocess(results, max(args.repeats, 10))),
+                 ("e2e", lambda: section_e2e_memory(results, ckpt, args.repeats, args.memory_requests)),
+                 ("cold", lambda: section_cold(results, ckpt, min(args.repeats, 3))),
+                 ("gpu", lambda: section_gpu(results, args.repeats))]
+        for name, step in steps:
+            if name in sections:
+                t0 = time.perf_counter()
+                step()
+                print(f"[{name} done in {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    print_table(results)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
