@@ -67,7 +67,7 @@ EAR_REACH = 0.15
 # Person size checks (in model pixels, after framing to 192×256).
 MIN_PERSON_HEIGHT_FRAC = 0.15   # body mask shorter than this fraction of the image: too small
 FRAME_MARGIN = 0.06             # margin around the person inside the 3:4 box (fraction of height)
-FEATHER_PX = 6                  # paste-back feather width, in full-resolution pixels per 192 px
+FEATHER_PX = 6                  # paste-back feather width, in model pixels (scales with the box)
 # VITON framing: the top of the head at HEAD_TOP_FRAC and the hip line at HIP_FRAC of the box
 # height (where they sit in the VITON training images); from the shoulders when hips are absent.
 HEAD_TOP_FRAC = 0.03

@@ -73,25 +73,36 @@ class Framing:
 
         model_image: 192×256 RGB; changed: 256×192 float in [0, 1] (where the try-on altered the
         person). Returns an image of the original's size where only the changed region (with a
-        feathered edge) comes from the upscaled model image.
+        feathered edge) comes from the upscaled model image. The feathering is done at the model
+        size and scaled up with the box, and only the rectangle the blend touches is converted
+        and written.
         """
-        original = original.convert("RGB")
-        W, H = original.size
+        out = np.array(original.convert("RGB"))                       # H×W×3 uint8 (a copy)
+        H, W = out.shape[:2]
         x0, y0, x1, y1 = (int(round(v)) for v in self.box)
-        ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
-        if ix0 >= ix1 or iy0 >= iy1:
-            return original.copy()
         bw, bh = x1 - x0, y1 - y0
-        up = np.asarray(model_image.convert("RGB").resize((bw, bh), Image.LANCZOS), np.float32)
-        alpha = cv2.resize(np.clip(np.asarray(changed, np.float32), 0, 1), (bw, bh),
-                           interpolation=cv2.INTER_LINEAR)
-        sigma = max(1.0, C.FEATHER_PX * bw / MW / 2)
-        alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma) * 2.0, 0, 1)[..., None]
-        sl = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
-        out = np.asarray(original, np.float32).copy()
-        region = out[iy0:iy1, ix0:ix1]
-        out[iy0:iy1, ix0:ix1] = region * (1 - alpha[sl]) + up[sl] * alpha[sl]
-        return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+        # Feather at the model size (sigma FEATHER_PX/2 model px), then clip to [0, 1].
+        alpha = np.clip(np.asarray(changed, np.float32), 0, 1)
+        alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), max(0.5, C.FEATHER_PX / 2)) * 2.0, 0, 1)
+        rows, cols = np.nonzero(alpha.max(1))[0], np.nonzero(alpha.max(0))[0]
+        if len(rows) == 0:
+            return Image.fromarray(out)
+        # The touched rectangle, in model px (one px margin for interpolation) and box px.
+        s = bw / MW
+        mx0, mx1 = max(cols[0] - 1, 0), min(cols[-1] + 2, MW)
+        my0, my1 = max(rows[0] - 1, 0), min(rows[-1] + 2, MH)
+        bx0, bx1 = max(int(mx0 * s), -x0, 0), min(int(np.ceil(mx1 * s)), bw, W - x0)
+        by0, by1 = max(int(my0 * s), -y0, 0), min(int(np.ceil(my1 * s)), bh, H - y0)
+        if bx0 >= bx1 or by0 >= by1:
+            return Image.fromarray(out)
+        # Upscale model image and alpha to the box, then keep the touched rectangle.
+        up = cv2.resize(np.asarray(model_image.convert("RGB")), (bw, bh),
+                        interpolation=cv2.INTER_LANCZOS4)[by0:by1, bx0:bx1].astype(np.float32)
+        a = cv2.resize(alpha, (bw, bh), interpolation=cv2.INTER_LINEAR)[by0:by1, bx0:bx1, None]
+        region = out[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1]
+        blended = region.astype(np.float32) * (1 - a) + up * a
+        region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(out)
 
 
 def frame_person(image_size: tuple[int, int], keypoints: np.ndarray,
