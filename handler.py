@@ -38,12 +38,26 @@ INTERNAL_MESSAGE = "INTERNAL: the worker failed to process this job; it has been
 # ----------------------------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------------------------
-def is_cuda_fault(exc: BaseException) -> bool:
-    """True for errors that leave a CUDA context unusable (the worker should be replaced)."""
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a GPU out-of-memory error (retried in smaller chunks, see ``_run_items``)."""
     try:
         import torch
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+
+
+def is_cuda_fault(exc: BaseException) -> bool:
+    """True for errors that leave a CUDA context unusable (the worker should be replaced).
+
+    An out-of-memory error is not one: the context survives it (see :func:`is_out_of_memory`).
+    """
+    if is_out_of_memory(exc):
+        return False
+    try:
+        import torch
         accelerator_error = getattr(torch, "AcceleratorError", None)
         if accelerator_error is not None and isinstance(exc, accelerator_error):
             return True
@@ -51,8 +65,18 @@ def is_cuda_fault(exc: BaseException) -> bool:
         pass
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(
-        marker in text for marker in ("CUDA error", "CUDA out of memory", "cuDNN error",
-                                      "CUBLAS_STATUS", "device-side assert"))
+        marker in text for marker in ("CUDA error", "cuDNN error", "CUBLAS_STATUS",
+                                      "device-side assert"))
+
+
+def free_gpu_memory() -> None:
+    """Return cached GPU blocks to the driver before a retry (no-op without CUDA)."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception as err:  # noqa: BLE001 - best effort
+        log.debug("empty_cache failed: %s", type(err).__name__)
 
 
 def _requalify(err: VTONError, fields: dict, default: str) -> VTONError:
@@ -298,9 +322,18 @@ class Worker:
             result["refresh_worker"] = True
         return result
 
-    def _run_items(self, job_id: str, ready: list, persons: list, output_size: str) -> None:
-        """Run the ready items in one call; on an unexpected failure retry one by one, so that
-        one bad item does not fail the others."""
+    def _run_items(self, job_id: str, ready: list, persons: list, output_size: str, *,
+                   oom_retried: bool = False) -> None:
+        """Run the ready items in one call, isolating failures to the items that cause them.
+
+        * An unexpected error in a batch: the items are retried one by one, so one bad item
+          does not fail the others.
+        * GPU out of memory: the cache is emptied and the batch retried in halves, down to
+          single items; a single item is retried once more. An item that still runs out of
+          memory alone fails (``INTERNAL``) and asks for a fresh worker (``refresh_worker``):
+          every item has the same fixed network size, so that GPU is in a bad state.
+        * A CUDA fault: every item of the call fails and the worker is refreshed.
+        """
         try:
             results = self._run(persons, [st.cloth for st in ready], output_size)
             for st, res in zip(ready, results):
@@ -311,6 +344,26 @@ class Worker:
                 st.error = err
             return
         except Exception as err:  # noqa: BLE001
+            if is_out_of_memory(err):
+                free_gpu_memory()
+                if len(ready) > 1:
+                    half = len(ready) // 2
+                    log.warning("job %s: out of GPU memory on %d items; retrying as %d + %d",
+                                job_id, len(ready), half, len(ready) - half)
+                    self._run_items(job_id, ready[:half], persons[:half], output_size)
+                    self._run_items(job_id, ready[half:], persons[half:], output_size)
+                    return
+                if not oom_retried:
+                    log.warning("job %s: out of GPU memory on item %d; retrying once",
+                                job_id, ready[0].index)
+                    self._run_items(job_id, ready, persons, output_size, oom_retried=True)
+                    return
+                ready[0].cuda_fault = True
+                log.error("job %s: item %d still out of GPU memory alone; the worker will be "
+                          "refreshed", job_id, ready[0].index, exc_info=err)
+                ready[0].error = VTONError("the worker ran out of GPU memory for this item; "
+                                           "it has been logged, retry the job")
+                return
             if is_cuda_fault(err) or len(ready) == 1:
                 internal = self._internal(job_id, err, ready)
                 for st in ready:
@@ -393,11 +446,13 @@ _WORKER_LOCK = threading.Lock()
 
 
 def load_model(settings: Settings):
-    """The CP-VTON+ model as configured (raises CheckpointError naming a missing file)."""
+    """The CP-VTON+ model as configured (raises CheckpointError naming a missing, unreadable or
+    tampered file: with GMM_SHA256 / TOM_SHA256 set, a file with another sha256 is refused)."""
     from cpvton_infer import CPVTONPlusModel
     return CPVTONPlusModel(settings.checkpoint_dir, device=settings.device,
                            precision=settings.precision, gmm_checkpoint=settings.gmm_checkpoint,
                            tom_checkpoint=settings.tom_checkpoint,
+                           gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
                            allow_random_weights=settings.allow_random_weights,
                            max_pixels=settings.max_image_pixels)
 

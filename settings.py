@@ -13,6 +13,10 @@ CHECKPOINT_DIR           ``checkpoints``     Folder with ``GMM/gmm_final.pth`` a
                                              from the repository folder, not the cwd.
 GMM_CHECKPOINT           (unset)             Explicit GMM checkpoint file (overrides the folder).
 TOM_CHECKPOINT           (unset)             Explicit TOM checkpoint file (overrides the folder).
+GMM_SHA256               (unset)             Expected sha256 (64 hex digits) of the GMM file; a
+                                             file with another hash stops the worker at start-up.
+TOM_SHA256               (unset)             The same for the TOM file (download_checkpoints.sh
+                                             --print-hashes prints both lines).
 ALLOW_RANDOM_WEIGHTS     ``0``               ``1``: run with random weights when checkpoints are
                                              missing (tests and demos only; results say so).
 DEVICE                   ``auto``            ``auto`` | ``cpu`` | ``cuda``.
@@ -40,6 +44,7 @@ PERSON_CACHE_SIZE        ``16``              Prepared persons kept in memory (LR
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -49,7 +54,8 @@ REPO_DIR = Path(__file__).resolve().parent
 
 #: Every variable ``from_env`` reads, in documentation order (the .env.example test uses it).
 ENV_VARS = (
-    "CHECKPOINT_DIR", "GMM_CHECKPOINT", "TOM_CHECKPOINT", "ALLOW_RANDOM_WEIGHTS", "DEVICE",
+    "CHECKPOINT_DIR", "GMM_CHECKPOINT", "TOM_CHECKPOINT", "GMM_SHA256", "TOM_SHA256",
+    "ALLOW_RANDOM_WEIGHTS", "DEVICE",
     "REQUIRE_GPU", "PRECISION", "MAX_BATCH_ITEMS", "MAX_INPUT_BYTES", "MAX_IMAGE_PIXELS",
     "URL_TIMEOUT_S", "URL_MAX_BYTES", "MAX_RESPONSE_BYTES", "BUCKET_ENDPOINT_URL", "LOG_LEVEL",
     "CONCURRENCY", "WARMUP", "PERSON_CACHE_SIZE",
@@ -60,6 +66,7 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _resolve(path: str) -> Path:
@@ -74,6 +81,8 @@ class Settings:
     checkpoint_dir: Path = REPO_DIR / "checkpoints"
     gmm_checkpoint: Optional[Path] = None
     tom_checkpoint: Optional[Path] = None
+    gmm_sha256: Optional[str] = None
+    tom_sha256: Optional[str] = None
     allow_random_weights: bool = False
     device: str = "auto"
     require_gpu: bool = False
@@ -147,12 +156,23 @@ class Settings:
                 raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
             return value
 
+        def sha256(name: str) -> Optional[str]:
+            value = text(name)
+            if value is None:
+                return None
+            value = value.lower()
+            if not _SHA256.match(value):
+                raise ValueError(f"{name} must be a sha256 of 64 hex digits, got {value!r}")
+            return value
+
         gmm, tom = text("GMM_CHECKPOINT"), text("TOM_CHECKPOINT")
         defaults = cls()
         return cls(
             checkpoint_dir=_resolve(text("CHECKPOINT_DIR") or "checkpoints"),
             gmm_checkpoint=_resolve(gmm) if gmm else None,
             tom_checkpoint=_resolve(tom) if tom else None,
+            gmm_sha256=sha256("GMM_SHA256"),
+            tom_sha256=sha256("TOM_SHA256"),
             allow_random_weights=flag("ALLOW_RANDOM_WEIGHTS", False),
             device=choice("DEVICE", "auto", _DEVICES),
             require_gpu=flag("REQUIRE_GPU", False),
