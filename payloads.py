@@ -26,8 +26,12 @@ from errors import ImageTooLarge, InvalidImage, InvalidInput, VTONError
 
 log = logging.getLogger("cpvton.worker")
 
-#: ``data:image/png;base64,`` and friends (any media type, optional parameters).
-_DATA_URI = re.compile(r"^data:[\w.+/-]*(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+#: ``data:image/png;base64,`` and friends (optional parameters); group 1 is the media type.
+_DATA_URI = re.compile(r"^data:([\w.+/-]*)(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+#: Formats accepted for input images, checked from the header before decoding (an allowlist:
+#: Pillow's rarer readers, e.g. EPS through Ghostscript, are never reached by client bytes).
+#: JPEG includes MPO (phone cameras); animated GIF/WebP are read as their first frame.
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _B64_ALPHABET = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _WHITESPACE = re.compile(r"\s+")
 #: Chunk size for streamed downloads.
@@ -78,7 +82,14 @@ def encoded_size(ref: ImageRef) -> int:
 
 
 def decode_base64(ref: ImageRef, *, max_bytes: int) -> bytes:
-    """Decode ``ref.b64`` (raw or data URI) to bytes, refusing it above ``max_bytes`` first."""
+    """Decode ``ref.b64`` (raw or data URI) to bytes, refusing it above ``max_bytes`` first.
+
+    A data URI must declare an ``image/*`` media type (or none); the bytes themselves decide the
+    format (``image/jpeg`` holding a PNG is fine), within :data:`INPUT_FORMATS`.
+    """
+    match = _DATA_URI.match((ref.b64 or "").strip())
+    if match and match.group(1) and not match.group(1).lower().startswith("image/"):
+        raise InvalidImage(f"{ref.field}: data URI media type is not image/*", field=ref.field)
     body = _strip_b64(ref.b64 or "")
     size = len(body) * 3 // 4
     if size > max_bytes:
@@ -104,7 +115,7 @@ def image_size(data: bytes, *, field: str, max_pixels: int) -> tuple:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as im:
                 width, height = im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"{field}: image dimensions are too large", field=field) from None
@@ -174,27 +185,61 @@ def fetch_url(ref: ImageRef, *, timeout_s: float, max_bytes: int) -> bytes:
     except Exception as err:  # requests' connection errors and timeouts
         log.info("download failed field=%s url=%s error=%s", field, redact_url(url),
                  type(err).__name__)
+        if _is_timeout(err):
+            raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s",
+                              field=field) from None
         raise FetchFailed(f"{field}: download failed ({type(err).__name__})", field=field) from None
     with response:
         if response.status_code >= 400:
             raise FetchFailed(f"{field}: server answered HTTP {response.status_code}", field=field)
-        chunks, total = [], 0
-        try:
-            for chunk in rp_ssrf.iter_content_capped(response, _CHUNK_BYTES, max_bytes):
-                chunks.append(chunk)
-                total += len(chunk)
-                if time.monotonic() > deadline:
-                    raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s",
-                                      field=field)
-        except rp_ssrf.SSRFError:
-            raise ImageTooLarge(f"{field}: download exceeds {max_bytes} bytes", field=field) from None
-        except VTONError:
-            raise
-        except Exception as err:
-            raise FetchFailed(f"{field}: download failed ({type(err).__name__})", field=field) from None
-    if not total:
+        data = _read_body(response, field=field, deadline=deadline, timeout_s=timeout_s,
+                          max_bytes=max_bytes)
+    if not data:
         raise InvalidImage(f"{field}: download is empty", field=field)
-    return b"".join(chunks)
+    return data
+
+
+def _is_timeout(err: BaseException) -> bool:
+    import requests
+    import urllib3
+    return isinstance(err, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
+
+
+def _read_body(response, *, field: str, deadline: float, timeout_s: float, max_bytes: int) -> bytes:
+    """The response body, within ``max_bytes`` and before ``deadline`` (``time.monotonic``).
+
+    Each socket read waits at most the time left, and returns what has arrived (``read1``), so a
+    server that stalls or trickles one byte at a time cannot hold the worker past the deadline.
+    The size is counted after content decoding, so a compressed bomb stops at ``max_bytes`` too.
+    """
+    raw = response.raw
+    connection = getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    read = getattr(raw, "read1", None) or raw.read
+    chunks, total = [], 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s", field=field)
+        if sock is not None:
+            try:
+                sock.settimeout(max(remaining, 0.01))
+            except OSError:
+                sock = None
+        try:
+            chunk = read(_CHUNK_BYTES, decode_content=True)
+        except Exception as err:  # socket timeout, reset, bad encoding, ...
+            if _is_timeout(err) or time.monotonic() >= deadline:
+                raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s",
+                                  field=field) from None
+            raise FetchFailed(f"{field}: download failed ({type(err).__name__})",
+                              field=field) from None
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise ImageTooLarge(f"{field}: download exceeds {max_bytes} bytes", field=field)
+        chunks.append(chunk)
 
 
 def load_bytes(ref: ImageRef, *, max_bytes: int, url_timeout_s: float, url_max_bytes: int) -> bytes:
