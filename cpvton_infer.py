@@ -206,15 +206,18 @@ class CPVTONPlusModel:
         self.max_pixels = max_pixels
         self.device = _resolve_device(device)
         self.precision = _resolve_precision(precision, self.device)
-        self.gmm = build_gmm(cfg)
-        self.tom = build_tom(cfg)
+        # Built on the meta device (no random initialisation: it is replaced by the weights
+        # anyway, and costs ~0.3 s of cold start); the geometry buffers are computed for real.
+        with torch.device("meta"):
+            self.gmm = build_gmm(cfg)
+            self.tom = build_tom(cfg)
         ckpt = Path(checkpoint_dir)
         gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
         tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
         if allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()):
             gmm_state, tom_state = random_weights(cfg)
-            self.gmm.load_state_dict(gmm_state, strict=True)
-            self.tom.load_state_dict(tom_state, strict=True)
+            self.gmm.load_state_dict(gmm_state, strict=True, assign=True)
+            self.tom.load_state_dict(tom_state, strict=True, assign=True)
             self.weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
                                        random=True)
             log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "

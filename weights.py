@@ -114,7 +114,9 @@ def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None =
             f"cannot read checkpoint {path}: {type(exc).__name__} (truncated, corrupt or not a "
             f"weights-only torch file). {HOW_TO_GET}") from None
     state = check_state_dict(module, state, str(path))
-    module.load_state_dict(state, strict=True)
+    # assign=True: the loaded tensors become the parameters (also for a module built on the
+    # meta device); every key is present, as checked above.
+    module.load_state_dict(state, strict=True, assign=True)
     log.info("loaded %s (sha256 %s)", path, digest[:12])
     return digest
 
@@ -130,7 +132,7 @@ def random_state_dict(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     for key, value in sorted(module.state_dict().items()):
         shape = tuple(value.shape)
         if key.endswith("num_batches_tracked"):
-            out[key] = value.clone()
+            out[key] = torch.zeros(shape, dtype=value.dtype)      # as initialised
             continue
         if key.endswith("running_mean"):
             a = 0.1 * rng.standard_normal(shape)
@@ -148,7 +150,9 @@ def random_state_dict(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 def random_weights(cfg: CPVTONConfig = DEFAULT_CONFIG) -> tuple[dict, dict]:
     """The deterministic random (GMM, TOM) state dicts."""
-    return (random_state_dict(build_gmm(cfg), GMM_SEED), random_state_dict(build_tom(cfg), TOM_SEED))
+    with torch.device("meta"):                      # only names and shapes are needed
+        gmm, tom = build_gmm(cfg), build_tom(cfg)
+    return random_state_dict(gmm, GMM_SEED), random_state_dict(tom, TOM_SEED)
 
 
 def write_random_checkpoints(directory: str | Path, cfg: CPVTONConfig = DEFAULT_CONFIG
