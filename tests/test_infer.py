@@ -114,3 +114,13 @@ def test_encoded_png_round_trip_of_result(model, tmp_path):
     buf = io.BytesIO()
     r.image.save(buf, "PNG")
     assert Image.open(io.BytesIO(buf.getvalue())).size == (192, 256)
+
+
+@needs_shared
+def test_channels_last_gives_the_same_result(random_ckpt_dir, model):
+    s = viton_sample(*viton_pairs()[2])
+    nhwc = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp32", channels_last=True)
+    assert nhwc.channels_last and not model.channels_last
+    a = np.asarray(model.try_on(**s).image).astype(int)
+    b = np.asarray(nhwc.try_on(**s).image).astype(int)
+    assert (np.abs(a - b) <= 1).mean() >= 0.999
