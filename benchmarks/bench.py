@@ -9,6 +9,7 @@ else from the bundled sample images. Sections:
 
   networks   fp32 batch 1 time, achieved GFLOP/s vs the fp32 matmul peak measured now;
              bf16 speed-up and PSNR (only where the CPU has native bf16; otherwise reported)
+  stages     GMM, warp and TOM medians at batch 1 and 8, fp32 and bf16
   repr       person representation per pair
   preprocess person analysis (192×256, 768×1024) and cloth segmentation
   e2e        handler() end to end, two 768×1024 JPEGs in, PNG out: new person / cached person
@@ -156,6 +157,43 @@ def section_networks(results: dict, repeats: int) -> None:
     else:
         results["bf16_speedup"] = None
         results["bf16_note"] = "this CPU has no native bf16 (AVX512-BF16/AMX): not measured"
+
+
+def section_stages(results: dict, repeats: int, batches=(1, 8), precisions=("fp32", "bf16")) -> None:
+    """Per-stage medians (GMM, warp, TOM) at each batch size and precision, ms per batch."""
+    from cpvton_infer import cpu_has_native_bf16
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gmm, tom = load_nets(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    rows = []
+    for precision in precisions:
+        slow = precision == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16()
+        for batch in batches:
+            if slow and batch > 1:
+                continue             # emulated bf16: one batch-1 row says enough
+            ag = torch.randn(batch, 22, H, W, device=dev)
+            cloth = torch.rand(batch, 3, H, W, device=dev) * 2 - 1
+            mask = (torch.rand(batch, 1, H, W, device=dev) > 0.5).float()
+            ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16"
+                   else contextlib.nullcontext())
+            reps = 1 if slow else repeats
+            with torch.inference_mode(), ctx:
+                grid, _ = gmm(ag, mask)
+                warped, wmask = networks.warp_cloth(cloth, mask, grid)
+                tom_in = torch.cat([ag, warped, (wmask >= 0.5).to(warped.dtype)], 1)
+
+                def timed(f):
+                    return median_ms(lambda: (f(), sync()), reps, warmup=0 if slow else 1)
+                row = {"precision": precision, "batch": batch,
+                       "gmm_ms": timed(lambda: gmm(ag, mask)),
+                       "warp_ms": timed(lambda: networks.warp_cloth(cloth, mask, grid)),
+                       "tom_ms": timed(lambda: tom(tom_in))}
+            row["pairs_per_s"] = batch * 1000 / (row["gmm_ms"] + row["warp_ms"] + row["tom_ms"])
+            rows.append(row)
+            print(f"  stages {precision} b{batch}: GMM {row['gmm_ms']:.1f} ms, warp "
+                  f"{row['warp_ms']:.1f} ms, TOM {row['tom_ms']:.1f} ms, {row['pairs_per_s']:.2f} pairs/s",
+                  file=sys.stderr, flush=True)
+    results["stages"] = rows
 
 
 def section_repr(results: dict) -> None:
@@ -329,7 +367,11 @@ def print_table(results: dict) -> None:
             continue
         met = v >= goal if op == ">=" else v <= goal
         print(f"{label:<46} {v:12.3f} {op + str(goal):>10}  {'yes' if met else 'NO'}")
-    extra = {k: v for k, v in results.items() if k not in {g[0] for g in GOALS} and k != "machine"}
+    for row in results.get("stages", []):
+        print(f"  stages {row['precision']:>4} batch {row['batch']}: GMM {row['gmm_ms']:.1f} ms, "
+              f"warp {row['warp_ms']:.1f} ms, TOM {row['tom_ms']:.1f} ms ({row['pairs_per_s']:.2f} pairs/s)")
+    extra = {k: v for k, v in results.items()
+             if k not in {g[0] for g in GOALS} | {"machine", "stages"}}
     for k, v in extra.items():
         print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
 
@@ -337,7 +379,7 @@ def print_table(results: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json")
-    ap.add_argument("--sections", default="networks,repr,preprocess,e2e,cold,gpu")
+    ap.add_argument("--sections", default="networks,stages,repr,preprocess,e2e,cold,gpu")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--memory-requests", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests")
@@ -350,6 +392,7 @@ def main(argv=None) -> int:
         ckpt = Path(tmp)
         write_random_checkpoints(ckpt)
         steps = [("networks", lambda: section_networks(results, args.repeats)),
+                 ("stages", lambda: section_stages(results, args.repeats)),
                  ("repr", lambda: section_repr(results)),
                  ("preprocess", lambda: section_preprocess(results, max(args.repeats, 10))),
                  ("e2e", lambda: section_e2e_memory(results, ckpt, args.repeats, args.memory_requests)),
