@@ -73,17 +73,39 @@ class TryOnResult:
     info: dict = field(default_factory=dict)
 
 
-class _RedactKey(logging.Filter):
-    """Remove the API key from every record passing through the client's logger."""
+def _secret_forms(secret: str) -> tuple:
+    """The key as sent and as it may appear in messages (stripped, or escaped by ``repr``)."""
+    forms = {secret, secret.strip(), repr(secret)[1:-1], repr(secret.strip())[1:-1]}
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
 
-    def __init__(self, secret: str):
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form of every secret replaced by ``***``."""
+    for secret in secrets:
+        for form in _secret_forms(secret):
+            text = text.replace(form, "***")
+    return text
+
+
+class _RedactKeys(logging.Filter):
+    """Remove every client's API key from each record passing through the client's logger
+    (one filter for the process, however many clients are made)."""
+
+    def __init__(self):
         super().__init__()
-        self.secret = secret
+        self.secrets: set = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secret and self.secret in record.getMessage():
-            record.msg, record.args = record.getMessage().replace(self.secret, "***"), None
+        if self.secrets:
+            message = record.getMessage()
+            cleaned = redact(message, self.secrets)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
         return True
+
+
+_REDACTOR = _RedactKeys()
+log.addFilter(_REDACTOR)
 
 
 def encode_image(image: ImageInput) -> str:
@@ -147,14 +169,14 @@ class CPVTONClient:
         self.session = session or requests.Session()
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
-            log.addFilter(_RedactKey(api_key))
+            _REDACTOR.secrets.add(api_key)
 
     def __repr__(self) -> str:
         return f"CPVTONClient(base_url={self.base_url!r})"
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact(text, (self._api_key,)) if self._api_key else text
 
     @staticmethod
     def _retry_after(response: requests.Response) -> Optional[float]:
@@ -185,6 +207,11 @@ class CPVTONClient:
             except (requests.ConnectionError, requests.Timeout) as err:
                 reason = f"{type(err).__name__}"
                 response = None
+            except requests.RequestException as err:
+                # Not retried (a bad header, URL or body). requests puts header values and URLs
+                # into these messages, so only a redacted text leaves, without the chain.
+                raise CPVTONError("REQUEST_FAILED", self._redact(
+                    f"{method} {path}: {type(err).__name__}: {err}")) from None
             else:
                 if response.status_code < 400:
                     try:
@@ -281,7 +308,8 @@ class CPVTONClient:
                                   job_id=job_id)
             return output
         if status == "FAILED":
-            raise CPVTONError.from_error(body.get("error", "job failed"), job_id=job_id)
+            raise CPVTONError.from_error(self._redact(str(body.get("error", "job failed"))),
+                                         job_id=job_id)
         raise CPVTONError(str(status or "UNKNOWN"), f"job {job_id} ended with status {status}",
                           job_id=job_id)
 
@@ -337,8 +365,8 @@ class CPVTONClient:
             if item.get("success"):
                 results.append(self._result(item))
             else:
-                results.append(CPVTONError.from_error(item.get("error", "item failed"),
-                                                      job_id=body.get("id")))
+                results.append(CPVTONError.from_error(
+                    self._redact(str(item.get("error", "item failed"))), job_id=body.get("id")))
         return results
 
 
@@ -409,9 +437,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"timings_ms={result.info.get('timings_ms')}")
         return 0
     except (CPVTONError, ValueError, OSError) as err:
-        text = str(err)
-        if args.api_key:
-            text = text.replace(args.api_key, "***")
+        text = redact(str(err), (args.api_key,)) if args.api_key else str(err)
         print(f"error: {text}", file=sys.stderr)
         return 1
 
