@@ -4,8 +4,9 @@ The server is a real process (random-weight checkpoint files, CPU). Three client
 ``/runsync`` requests in a fixed, seeded order: about 21 % valid try-ons (a drawn 192×256 person
 with parse, pose and mask, so no detector runs) and the rest invalid in 19 ways, each with the
 error code it must get, plus a few malformed HTTP bodies. Asserted: 0 unexpected answers, 0
-crashes (the process is alive and serving at the end), and server RSS growth ≤ 50 MB from the
-warm-up (the highest RSS during the first 50 requests, which include every kind) to the end. Latency p50/p99 is
+crashes (the process is alive and serving at the end), and server RSS growth ≤ 50 MB after the
+warm-up (the first 50 requests, which include every kind): the lowest RSS over requests 51-150
+against the lowest over the last 100 (the allocator flips between two levels; a leak lifts both). Latency p50/p99 is
 printed, never asserted. ``SOAK_REQUESTS`` changes the count (default 1000).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from worker_inputs import b64, cloth_fields, decode, person_fields
 ROOT = Path(__file__).resolve().parents[1]
 N_REQUESTS = int(os.environ.get("SOAK_REQUESTS", "1000"))
 WARMUP_REQUESTS = 50
+RSS_WINDOW = 100
 CLIENTS = 3
 RSS_GROWTH_BOUND_MB = 50
 START_TIMEOUT_S = 180
@@ -181,9 +183,7 @@ def test_soak_1000_requests(soak_server):
     order = _schedule(_kinds(), N_REQUESTS)
     local = threading.local()
     results = [None] * len(order)
-    rss = {}
-    samples = []
-    warmup_rss = []
+    rss_after = [0] * len(order)           # server RSS after each request
 
     def send(index):
         session = getattr(local, "session", None)
@@ -204,20 +204,20 @@ def test_soak_1000_requests(soak_server):
         except requests.RequestException as err:
             answer = (0, f"{type(err).__name__}: {err}")
         results[index] = (name, expected, time.perf_counter() - t0, _check(answer, expected))
-        if index < WARMUP_REQUESTS:
-            warmup_rss.append(server.memory_info().rss)
-        if index % 100 == 99:
-            samples.append((index + 1, round(server.memory_info().rss / 2**20)))
+        rss_after[index] = server.memory_info().rss
 
     t_start = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
-        list(pool.map(send, range(min(WARMUP_REQUESTS, len(order)))))
-        # The allocator breathes by a few tens of MB as large blocks are freed and re-taken:
-        # the reference is the highest RSS seen during the warm-up, not one lucky low sample.
-        rss["after_warmup"] = max(warmup_rss + [server.memory_info().rss])
-        list(pool.map(send, range(min(WARMUP_REQUESTS, len(order)), len(order))))
+        list(pool.map(send, range(len(order))))
     wall = time.perf_counter() - t_start
-    rss["end"] = server.memory_info().rss
+    # The allocator keeps freed blocks of the last large allocations for a while, so the RSS
+    # flips between two levels ~60 MB apart from one request to the next (not a trend). A leak
+    # raises the floor: compare the lowest RSS over the 100 requests after the warm-up with the
+    # lowest over the last 100 (and print both medians and the peak).
+    first = rss_after[WARMUP_REQUESTS:WARMUP_REQUESTS + RSS_WINDOW]
+    last = rss_after[-RSS_WINDOW:]
+    rss = {"after_warmup": min(first), "end": min(last), "max": max(rss_after),
+           "median_first": statistics.median(first), "median_last": statistics.median(last)}
 
     alive = proc.poll() is None
     final = requests.post(f"{base}/runsync", json=order[0][1] if order[0][2] == "ok" else
@@ -238,7 +238,10 @@ def test_soak_1000_requests(soak_server):
           f"{pct(invalid, 0.5):.0f} / p99 {pct(invalid, 0.99):.0f} ms, mean "
           f"{statistics.fmean(latencies) * 1000:.0f} ms); server RSS after warm-up "
           f"{rss['after_warmup'] / 2**20:.0f} MB, end {rss['end'] / 2**20:.0f} MB "
-          f"(growth {growth_mb:+.1f} MB); RSS MB by request: {sorted(samples)}")
+          f"(growth {growth_mb:+.1f} MB, floors of {RSS_WINDOW}; medians "
+          f"{rss['median_first'] / 2**20:.0f} -> {rss['median_last'] / 2**20:.0f} MB, peak "
+          f"{rss['max'] / 2**20:.0f} MB); "
+          f"RSS MB every 100: {[round(r / 2**20) for r in rss_after[99::100]]}")
     assert not failures, sorted({(name, why[:160]) for _i, name, why in failures})[:10]
     assert alive, log_path.read_text()[-3000:]
     assert final.status_code == 200 and final.json()["status"] == "COMPLETED"
