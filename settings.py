@@ -34,8 +34,8 @@ MAX_RESPONSE_BYTES       ``10000000``        Largest inline (base64) response; a
 BUCKET_ENDPOINT_URL      (unset)             S3 endpoint for large responses (the SDK reads
                                              BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY).
 LOG_LEVEL                ``INFO``            DEBUG | INFO | WARNING | ERROR.
-CONCURRENCY              ``1``               Jobs one worker takes at once (I/O overlaps; the
-                                             model itself runs one call at a time).
+CONCURRENCY              ``1``               Jobs one worker takes at once (I/O overlaps; their
+                                             forward passes are micro-batched into one).
 WARMUP                   ``1``               ``1``: one warm-up inference at start-up.
 PERSON_CACHE_SIZE        ``16``              Prepared persons kept in memory (LRU, by content
                                              hash); ``0`` disables the cache.
