@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import numpy as np
 
 import payloads
-from batcher import MicroBatcher
 from api_schema import INTERMEDIATES, ClothSpec, ImageRef, Options, PersonSpec, Request, parse_request
+from batcher import MicroBatcher
 from errors import CheckpointError, InvalidInput, VTONError
 from person_cache import PersonCache, person_key
 from settings import Settings

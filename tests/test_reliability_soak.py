@@ -15,75 +15,34 @@ import base64
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psutil
 import pytest
 import requests
 from PIL import Image
 
+from dev_server import dev_server
 from worker_inputs import b64, cloth_fields, decode, person_fields
 
-ROOT = Path(__file__).resolve().parents[1]
 N_REQUESTS = int(os.environ.get("SOAK_REQUESTS", "1000"))
 WARMUP_REQUESTS = 50
 RSS_WINDOW = 100
 CLIENTS = 3
 RSS_GROWTH_BOUND_MB = 50
-START_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 120        # a guard against a hung server, not a latency target
 MAX_ITEMS = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def soak_server(random_ckpt_dir, tmp_path_factory):
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("soak") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-    env.update(CHECKPOINT_DIR=str(random_ckpt_dir), WARMUP="1", DEVICE="cpu", LOG_LEVEL="WARNING",
-               PERSON_CACHE_SIZE="4", MAX_BATCH_ITEMS=str(MAX_ITEMS), UVICORN_LOG_LEVEL="warning",
-               URL_TIMEOUT_S="2")
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-             "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log_file,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"dev server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/docs", timeout=2).status_code < 500:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"dev server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with dev_server(random_ckpt_dir, log_path, LOG_LEVEL="WARNING", PERSON_CACHE_SIZE="4",
+                    MAX_BATCH_ITEMS=str(MAX_ITEMS), URL_TIMEOUT_S="2") as (base, proc):
         yield base, proc, log_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _kinds() -> list:

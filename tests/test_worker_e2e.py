@@ -6,68 +6,27 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from client_example import CPVTONClient, CPVTONError, TryOnResult
+from dev_server import dev_server
 from worker_inputs import cloth_fields, decode, person_fields
 
 import sample_images
 
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(random_ckpt_dir, tmp_path_factory):
     """One dev server process for the module, torn down at the end."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-    env.update(CHECKPOINT_DIR=str(random_ckpt_dir), WARMUP="1", DEVICE="cpu", LOG_LEVEL="INFO",
-               PERSON_CACHE_SIZE="4", MAX_BATCH_ITEMS="4", UVICORN_LOG_LEVEL="warning")
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-             "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log_file,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"dev server exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/docs", timeout=2).status_code < 500:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"dev server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with dev_server(random_ckpt_dir, log_path, LOG_LEVEL="INFO", PERSON_CACHE_SIZE="4",
+                    MAX_BATCH_ITEMS="4") as (base, _proc):
         yield base, log_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
