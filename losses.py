@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weights import load_state_file
+
 log = logging.getLogger(__name__)
 
 #: Weight of the grid-interval-consistency term in the GMM loss (CP-VTON+ paper).
@@ -99,11 +101,7 @@ def load_vgg19_features(path: str | Path) -> nn.Sequential:
     or ``ValueError`` (naming the file) on a missing or mismatching file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VGG19 weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a state dict")
+    state = load_state_file(path, "VGG19")
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     features = vgg19_features_module()

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weights import load_state_file
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -89,16 +91,6 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
-def _load_state(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a state dict")
-    return state
-
-
 class LPIPS(nn.Module):
     """LPIPS distance with a VGG16 backbone: B×3×H×W, B×3×H×W in [-1, 1] → B (lower = closer).
 
@@ -135,8 +127,8 @@ class LPIPS(nn.Module):
 
     @classmethod
     def from_files(cls, backbone_path: str | Path, linear_path: str | Path) -> "LPIPS":
-        return cls(_load_state(backbone_path, "LPIPS VGG16 backbone"),
-                   _load_state(linear_path, "LPIPS linear-layer"))
+        return cls(load_state_file(backbone_path, "LPIPS VGG16 backbone"),
+                   load_state_file(linear_path, "LPIPS linear-layer"))
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x - self.shift) / self.scale
@@ -160,7 +152,7 @@ def load_inception(path: str | Path) -> nn.Module:
     """torchvision Inception-v3 (1000 classes) loaded strictly from a local state dict; eval mode."""
     from torchvision.models import inception_v3
 
-    state = _load_state(path, "Inception-v3")
+    state = load_state_file(path, "Inception-v3")
     net = inception_v3(weights=None, aux_logits=any(k.startswith("AuxLogits.") for k in state),
                        init_weights=False, transform_input=False)
     net.load_state_dict(state, strict=True)

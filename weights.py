@@ -66,6 +66,20 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def load_state_file(path: str | Path, what: str) -> dict:
+    """A local ``weights_only`` state-dict file (auxiliary networks: VGG, LPIPS, Inception).
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file; nothing is downloaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state dict")
+    return state
+
+
 def check_state_dict(module: nn.Module, state: object, source: str) -> dict[str, torch.Tensor]:
     """Verify that ``state`` has exactly ``module``'s keys and shapes; return it as a dict."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
