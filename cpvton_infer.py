@@ -50,15 +50,14 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class PreparedPerson:
     """A person ready for the networks (model size H×W = 256×192).
 
-    image: 3×H×W in [-1, 1]; agnostic_gmm / agnostic_tom: 22×H×W in [-1, 1];
-    parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in model pixels;
-    original: the photo as received (RGB); framing: how it maps to the model crop (``None``
-    when the photo already is 192×256 and was used as is).
+    image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
+    model pixels; original: the photo as received (RGB); framing: how it maps to the model crop
+    (``None`` when the photo already is 192×256 and was used as is). The two 22-channel
+    representations are derived on demand (:meth:`representations`, ~2 ms) rather than stored,
+    so that a cached person costs ~3 MB instead of ~12 MB.
     """
 
     image: torch.Tensor
-    agnostic_gmm: torch.Tensor
-    agnostic_tom: torch.Tensor
     parse: np.ndarray
     body_mask: np.ndarray
     keypoints: np.ndarray
@@ -67,6 +66,12 @@ class PreparedPerson:
     num_people: int = 1
     notes: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
+    cfg: CPVTONConfig = DEFAULT_CONFIG
+
+    def representations(self) -> dict[str, torch.Tensor]:
+        """{"GMM": 22×H×W, "TOM": 22×H×W} in [-1, 1] (spec §3)."""
+        return person_representations(self.image, self.parse, self.body_mask, self.keypoints,
+                                      self.cfg)
 
 
 @dataclass
@@ -285,14 +290,10 @@ class CPVTONPlusModel:
             num_people, notes = prepared.num_people, tuple(prepared.notes)
         timings["analysis"] = _ms(t1)
 
-        t2 = time.perf_counter()
-        image_t = normalize(np.asarray(model_image))
-        reps = person_representations(image_t, parse_arr, mask_arr, keypoints, self.cfg)
-        timings["representation"] = _ms(t2)
-        return PreparedPerson(image=image_t, agnostic_gmm=reps["GMM"], agnostic_tom=reps["TOM"],
-                              parse=parse_arr, body_mask=mask_arr, keypoints=keypoints,
-                              original=image, framing=framing, num_people=num_people,
-                              notes=notes, timings_ms=timings)
+        return PreparedPerson(image=normalize(np.asarray(model_image)), parse=parse_arr,
+                              body_mask=mask_arr, keypoints=keypoints, original=image,
+                              framing=framing, num_people=num_people, notes=notes,
+                              timings_ms=timings, cfg=self.cfg)
 
     def prepare_cloth(self, cloth, *, cloth_mask=None) -> PreparedCloth:
         """Decode the in-shop garment photo and its mask (computed by :mod:`preprocess` if absent).
@@ -369,8 +370,11 @@ class CPVTONPlusModel:
         if not persons:
             return []
         t0 = time.perf_counter()
-        out = self.forward_tensors(torch.stack([p.agnostic_gmm for p in persons]),
-                                   torch.stack([p.agnostic_tom for p in persons]),
+        reps = [p.representations() for p in persons]
+        rep_ms = _ms(t0)
+        t0 = time.perf_counter()
+        out = self.forward_tensors(torch.stack([r["GMM"] for r in reps]),
+                                   torch.stack([r["TOM"] for r in reps]),
                                    torch.stack([c.cloth for c in cloths]),
                                    torch.stack([c.mask for c in cloths]))
         with torch.inference_mode():
@@ -379,11 +383,12 @@ class CPVTONPlusModel:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         net_ms = _ms(t0)
-        return [self._result(i, p, c, out, grids[i], output_size, net_ms)
+        shared = {"representation": rep_ms, "networks": net_ms}
+        return [self._result(i, p, c, out, grids[i], output_size, shared)
                 for i, (p, c) in enumerate(zip(persons, cloths))]
 
     def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
-                grid_vis: torch.Tensor, output_size: str, net_ms: float) -> TryOnResult:
+                grid_vis: torch.Tensor, output_size: str, batch_ms: dict) -> TryOnResult:
         t0 = time.perf_counter()
         model_image = to_pil(out["tryon"][i])
         warped_mask = out["warped_mask"][i]
@@ -394,7 +399,7 @@ class CPVTONPlusModel:
         notes = person.notes + cloth.notes
         if self.weights.random:
             notes += ("random weights: the image is not a real try-on",)
-        timings = {**person.timings_ms, **cloth.timings_ms, "networks": net_ms}
+        timings = {**person.timings_ms, **cloth.timings_ms, **batch_ms}
         result = TryOnResult(
             image=image, model_image=model_image, warped_cloth=to_pil(out["warped_cloth"][i]),
             warped_mask=mask_to_pil(warped_mask), rendered=to_pil(out["rendered"][i]),
