@@ -10,13 +10,13 @@ not silently fall back to defaults.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from cp_dataset import keypoints_from_openpose
 from errors import BatchTooLarge, InvalidInput
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
@@ -163,8 +163,8 @@ def _image(obj: dict, stem: str, prefix: str, *, required: bool) -> Optional[Ima
     return b64 or url
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+#: Keypoint coordinates beyond this magnitude are refused (no photo is that large).
+MAX_COORDINATE = 1e6
 
 
 def parse_pose(value: Any, field: str) -> np.ndarray:
@@ -172,31 +172,22 @@ def parse_pose(value: Any, field: str) -> np.ndarray:
 
     Accepted: ``{"people": [{"pose_keypoints_2d": [54 numbers]}]}`` (``pose_keypoints`` as in
     VITON's files is accepted too; the first person is used), a flat list of 54 numbers, or a
-    list of 18 ``[x, y, confidence]`` triples.
+    list of 18 ``[x, y, confidence]`` triples. The parsing is :func:`cp_dataset.keypoints_from_openpose`
+    (one copy of it); the worker adds that a pose object must hold a person.
     """
-    flat = value
     if isinstance(value, dict):
         people = value.get("people")
         if not isinstance(people, list) or not people:
             raise InvalidInput(f"{field}: expected an OpenPose object with a non-empty 'people' list",
                                field=field)
-        first = people[0]
-        if not isinstance(first, dict):
-            raise InvalidInput(f"{field}: people[0] must be an object", field=field)
-        flat = first.get("pose_keypoints_2d", first.get("pose_keypoints"))
-        if flat is None:
-            raise InvalidInput(f"{field}: people[0] has no pose_keypoints_2d", field=field)
-    if isinstance(flat, list) and len(flat) == NUM_KEYPOINTS and all(isinstance(p, list) for p in flat):
-        if not all(len(p) == 3 for p in flat):
-            raise InvalidInput(f"{field}: each keypoint must be [x, y, confidence]", field=field)
-        flat = [v for p in flat for v in p]
-    if not isinstance(flat, list) or len(flat) != NUM_KEYPOINTS * 3:
-        raise InvalidInput(f"{field}: expected {NUM_KEYPOINTS} keypoints "
-                           f"({NUM_KEYPOINTS * 3} numbers)", field=field)
-    if not all(_finite(v) for v in flat):
-        raise InvalidInput(f"{field}: keypoints must be finite numbers", field=field)
-    pose = np.asarray(flat, dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
-    if (pose[:, :2] < -1e6).any() or (pose[:, :2] > 1e6).any():
+    elif not isinstance(value, list):
+        raise InvalidInput(f"{field}: expected an OpenPose object or a list of keypoints, "
+                           f"not {_type_name(value)}", field=field)
+    try:
+        pose = keypoints_from_openpose(value, NUM_KEYPOINTS).astype(np.float64)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}", field=field) from None
+    if np.abs(pose[:, :2]).max() > MAX_COORDINATE:
         raise InvalidInput(f"{field}: keypoint coordinates out of range", field=field)
     return pose
 

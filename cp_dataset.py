@@ -150,6 +150,11 @@ def keypoints_from_openpose(data: Mapping | Sequence, num_keypoints: int = 18) -
         if flat is None:
             raise ValueError("pose JSON has neither 'pose_keypoints_2d' nor 'pose_keypoints'")
         data = flat
+    if isinstance(data, (list, tuple)):
+        # JSON values: numbers only (no strings, no booleans), flat or as [x, y, c] triples.
+        values = [v for item in data for v in (item if isinstance(item, (list, tuple)) else (item,))]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError("pose keypoints must be numbers")
     try:
         a = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):
