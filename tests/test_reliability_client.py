@@ -28,7 +28,7 @@ class _Stub(http.server.BaseHTTPRequestHandler):
     seen: list = []
 
     def _answer(self):
-        self.seen.append((self.command, self.path))
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
         status, headers, body = self.script.pop(0) if self.script else (503, {}, {})
         data = json.dumps(body).encode()
         self.send_response(status)
@@ -185,3 +185,44 @@ def test_client_log_lines_are_redacted_by_one_shared_filter(stub, waits, all_log
     client_example.log.warning("a line that quotes %s", clients[3]._api_key)
     assert "***" in all_logs.text
     _no_key(all_logs.text)
+
+
+# -- the client's basic flows against the stub --------------------------------------------------
+def test_client_retries_429_honouring_retry_after_then_polls(stub):
+    _Stub.script = [(429, {"Retry-After": "0"}, {}), (503, {}, {}),
+                    (200, {}, {"id": "j1", "status": "IN_QUEUE"}),
+                    (200, {}, {"id": "j1", "status": "IN_PROGRESS"}),
+                    (200, {}, {"id": "j1", "status": "COMPLETED", "output": {"x": 1}})]
+    client = CPVTONClient(base_url=stub, api_key=KEY, timeout=30, max_retry_s=10)
+    job_id = client.run({"a": 1})
+    assert job_id == "j1"
+    assert client.wait(job_id, poll_interval=0.01)["output"] == {"x": 1}
+    assert [m for m, _, _ in _Stub.seen] == ["POST", "POST", "POST", "GET", "GET"]
+    assert all(auth == f"Bearer {KEY}" for _, _, auth in _Stub.seen)
+
+
+def test_client_gives_up_in_bounded_time_and_never_shows_the_key(stub, caplog):
+    _Stub.script = [(503, {}, {"echo": KEY})] * 50
+    client = CPVTONClient(base_url=stub, api_key=KEY, max_retry_s=1.0)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(CPVTONError) as info:
+            client.health()
+    assert info.value.code == "UNAVAILABLE" and time.monotonic() - t0 < 10
+    _Stub.script = [(401, {}, {"error": f"bad key {KEY}"})]
+    with pytest.raises(CPVTONError) as info:
+        client.health()
+    assert info.value.code == "HTTP_401" and KEY not in str(info.value) and "***" in str(info.value)
+    assert KEY not in caplog.text and KEY not in repr(client)
+
+
+@pytest.mark.parametrize("status", ["FAILED", "CANCELLED", "TIMED_OUT"])
+def test_client_terminal_statuses(stub, status):
+    body = {"id": "j2", "status": status}
+    if status == "FAILED":
+        body["error"] = "NO_PERSON: person_image: no person found in the image"
+    _Stub.script = [(200, {}, body)]
+    client = CPVTONClient(base_url=stub)
+    with pytest.raises(CPVTONError) as info:
+        client.try_on_sync(b"p", b"c")
+    assert info.value.code == ("NO_PERSON" if status == "FAILED" else status)

@@ -1,13 +1,10 @@
 """End to end over real HTTP: ``python handler.py --rp_serve_api`` as a process on loopback,
-driven by ``CPVTONClient`` (/runsync, /run + /status, a batch, a bad request); plus the client's
-retry and key-redaction behaviour against a small stub server."""
+driven by ``CPVTONClient`` (/runsync, /run + /status, a batch, a bad request). The client's
+retry and redaction behaviour against a stub server is in test_reliability_client.py.
+"""
 from __future__ import annotations
 
-import http.server
 import json
-import logging
-import threading
-import time
 
 import pytest
 import requests
@@ -87,85 +84,3 @@ def test_bad_request_is_a_failed_job_with_a_typed_error(client, server):
     body = requests.post(f"{server[0]}/runsync", json={"input": {"pairs": "nope"}}, timeout=30).json()
     assert body["status"] == "FAILED" and body["error"].startswith("INVALID_INPUT: pairs")
     assert "Traceback" not in json.dumps(body)
-
-
-# -- the client against a stub server ---------------------------------------------------------------
-class _Stub(http.server.BaseHTTPRequestHandler):
-    script: list = []
-    seen: list = []
-
-    def _answer(self):
-        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
-        status, headers, body = self.script.pop(0) if self.script else (500, {}, {})
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        data = json.dumps(body).encode()
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):  # noqa: N802
-        self._answer()
-
-    def do_POST(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        self.rfile.read(length)
-        self._answer()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def stub():
-    _Stub.script, _Stub.seen = [], []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
-
-
-KEY = "rpa_SUPERSECRETKEY123"
-
-
-def test_client_retries_429_honouring_retry_after_then_polls(stub):
-    _Stub.script = [(429, {"Retry-After": "0"}, {}), (503, {}, {}),
-                    (200, {}, {"id": "j1", "status": "IN_QUEUE"}),
-                    (200, {}, {"id": "j1", "status": "IN_PROGRESS"}),
-                    (200, {}, {"id": "j1", "status": "COMPLETED", "output": {"x": 1}})]
-    client = CPVTONClient(base_url=stub, api_key=KEY, timeout=30, max_retry_s=10)
-    job_id = client.run({"a": 1})
-    assert job_id == "j1"
-    assert client.wait(job_id, poll_interval=0.01)["output"] == {"x": 1}
-    assert [m for m, _, _ in _Stub.seen] == ["POST", "POST", "POST", "GET", "GET"]
-    assert all(auth == f"Bearer {KEY}" for _, _, auth in _Stub.seen)
-
-
-def test_client_gives_up_in_bounded_time_and_never_shows_the_key(stub, caplog):
-    _Stub.script = [(503, {}, {"echo": KEY})] * 50
-    client = CPVTONClient(base_url=stub, api_key=KEY, max_retry_s=1.0)
-    t0 = time.monotonic()
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(CPVTONError) as info:
-            client.health()
-    assert info.value.code == "UNAVAILABLE" and time.monotonic() - t0 < 10
-    _Stub.script = [(401, {}, {"error": f"bad key {KEY}"})]
-    with pytest.raises(CPVTONError) as info:
-        client.health()
-    assert info.value.code == "HTTP_401" and KEY not in str(info.value) and "***" in str(info.value)
-    assert KEY not in caplog.text and KEY not in repr(client)
-
-
-@pytest.mark.parametrize("status", ["FAILED", "CANCELLED", "TIMED_OUT"])
-def test_client_terminal_statuses(stub, status):
-    body = {"id": "j2", "status": status}
-    if status == "FAILED":
-        body["error"] = "NO_PERSON: person_image: no person found in the image"
-    _Stub.script = [(200, {}, body)]
-    client = CPVTONClient(base_url=stub)
-    with pytest.raises(CPVTONError) as info:
-        client.try_on_sync(b"p", b"c")
-    assert info.value.code == ("NO_PERSON" if status == "FAILED" else status)
