@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cp_dataset import keypoints_from_openpose
+from cpvton_infer import OUTPUT_SIZES
 from errors import BatchTooLarge, InvalidInput
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
@@ -25,7 +26,6 @@ OPTION_FIELDS = ("output_format", "jpeg_quality", "output_size", "return_interme
 BATCH_FIELDS = ("pairs", "cloth_images")
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
-OUTPUT_SIZES = ("original", "model")
 DEFAULT_OUTPUT_FORMAT = "png"
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_OUTPUT_SIZE = "original"
