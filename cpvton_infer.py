@@ -30,8 +30,8 @@ from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoin
 from errors import InvalidInput, NoCloth
 from images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
-from weights import (GMM_FILE, TOM_FILE, WeightsInfo, load_checkpoint, random_weights,
-                     state_dict_sha256)
+from weights import (GMM_FILE, TOM_FILE, WeightsInfo, is_random_recipe, load_checkpoint,
+                     random_weights, state_dict_sha256)
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,11 @@ class CPVTONPlusModel:
             log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
                         "(allow_random_weights=True)", gmm_path, tom_path)
         else:
-            self.weights = WeightsInfo(load_checkpoint(self.gmm, gmm_path, gmm_sha256),
-                                       load_checkpoint(self.tom, tom_path, tom_sha256), random=False,
+            gmm_digest = load_checkpoint(self.gmm, gmm_path, gmm_sha256)
+            tom_digest = load_checkpoint(self.tom, tom_path, tom_sha256)
+            # Files written by tools/make_random_checkpoints.py are flagged like in-memory ones.
+            random = is_random_recipe(self.gmm.state_dict()) or is_random_recipe(self.tom.state_dict())
+            self.weights = WeightsInfo(gmm_digest, tom_digest, random=random,
                                        gmm_path=str(gmm_path), tom_path=str(tom_path))
         self.channels_last = (self.device.type == "cuda") if channels_last == "auto" else bool(channels_last)
         self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format

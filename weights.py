@@ -11,6 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ TOM_FILE = Path("TOM") / "tom_final.pth"
 #: Seeds of the deterministic random weights (spec §7; the golden file was made with these).
 GMM_SEED = 1234
 TOM_SEED = 5678
+#: Leading tensors of the recipe compared to recognise its output (see matches_random_recipe).
+RECIPE_FINGERPRINT_TENSORS = 3
 HOW_TO_GET = ("Get the official CP-VTON+ checkpoints with ./download_checkpoints.sh "
               "(see README_RUNPOD.md), or point CHECKPOINT_DIR / GMM_CHECKPOINT / TOM_CHECKPOINT "
               "at them.")
@@ -33,8 +36,9 @@ HOW_TO_GET = ("Get the official CP-VTON+ checkpoints with ./download_checkpoints
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """Where a model's weights came from. ``random`` is True only for explicitly requested
-    in-memory random weights (never for a file)."""
+    """Where a model's weights came from. ``random`` is True for our deterministic random
+    weights, whether made in memory (``allow_random_weights``) or read from a file that
+    ``tools/make_random_checkpoints.py`` wrote (recognised by :func:`is_random_recipe`)."""
 
     gmm_sha256: str
     tom_sha256: str
@@ -132,21 +136,25 @@ def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None =
     # meta device); every key is present, as checked above.
     module.load_state_dict(state, strict=True, assign=True)
     log.info("loaded %s (sha256 %s)", path, digest[:12])
+    if is_random_recipe(state):
+        log.warning("RANDOM WEIGHTS: %s holds the deterministic random test weights "
+                    "(tools/make_random_checkpoints.py), not trained ones. %s", path, HOW_TO_GET)
     return digest
 
 
-def random_state_dict(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic random weights for ``module`` (spec §7, the golden file's recipe).
+def _recipe_tensors(shapes: dict[str, tuple[torch.Size, torch.dtype]], seed: int
+                    ) -> Iterator[tuple[str, torch.Tensor]]:
+    """The deterministic random weights (spec §7, the golden file's recipe), key by key.
 
     Keys are visited in sorted order with one ``numpy.random.default_rng(seed)``; each tensor is
-    drawn with its full shape in one call and cast to float32.
+    drawn with its full shape in one call and cast to float32. Lazy, so that a caller can stop
+    after the first few tensors (see :func:`matches_random_recipe`).
     """
     rng = np.random.default_rng(seed)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in sorted(module.state_dict().items()):
-        shape = tuple(value.shape)
+    for key in sorted(shapes):
+        shape, dtype = tuple(shapes[key][0]), shapes[key][1]
         if key.endswith("num_batches_tracked"):
-            out[key] = torch.zeros(shape, dtype=value.dtype)      # as initialised
+            yield key, torch.zeros(shape, dtype=dtype)      # as initialised
             continue
         if key.endswith("running_mean"):
             a = 0.1 * rng.standard_normal(shape)
@@ -158,8 +166,40 @@ def random_state_dict(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
             a = 1.0 + 0.1 * rng.standard_normal(shape)
         else:
             a = 0.1 * rng.standard_normal(shape)
-        out[key] = torch.from_numpy(np.asarray(a, dtype=np.float32))
-    return out
+        yield key, torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+
+def random_state_dict(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic random weights for ``module`` (spec §7, the golden file's recipe)."""
+    shapes = {k: (v.shape, v.dtype) for k, v in module.state_dict().items()}
+    return dict(_recipe_tensors(shapes, seed))
+
+
+def matches_random_recipe(state: Mapping[str, torch.Tensor], seed: int) -> bool:
+    """True when ``state`` holds our deterministic random weights for ``seed``.
+
+    The recipe's stream is regenerated for the first :data:`RECIPE_FINGERPRINT_TENSORS` tensors
+    (in sorted key order, the order they are drawn) and compared exactly. Those tensors are a
+    fingerprint of the recipe that survives any way of storing or loading the weights (file
+    format, re-saving, dtype of the container), while the file itself stays a plain, official
+    state dict. Real weights differ at the first tensor, so the check costs microseconds.
+    """
+    shapes = {k: (v.shape, v.dtype) for k, v in state.items()}
+    drawn = 0
+    for key, expected in _recipe_tensors(shapes, seed):
+        if key.endswith("num_batches_tracked"):
+            continue
+        if not torch.equal(state[key].detach().to("cpu", torch.float32), expected):
+            return False
+        drawn += 1
+        if drawn == RECIPE_FINGERPRINT_TENSORS:
+            return True
+    return drawn > 0
+
+
+def is_random_recipe(state: Mapping[str, torch.Tensor]) -> bool:
+    """True when ``state`` (a GMM or a TOM state dict) is our deterministic random weights."""
+    return any(matches_random_recipe(state, seed) for seed in (GMM_SEED, TOM_SEED))
 
 
 def random_weights(cfg: CPVTONConfig = DEFAULT_CONFIG) -> tuple[dict, dict]:

@@ -66,7 +66,7 @@ def test_try_on_from_files_matches_the_reference_pixels(golden, model):
         ref = to_uint8(torch.from_numpy(golden["p_tryon"][i])).astype(int)
         diff = np.abs(np.asarray(result.image).astype(int) - ref)
         assert (diff <= 1).mean() >= 0.999, f"pair {i}: {(diff <= 1).mean():.5f}"
-        assert not result.random_weights
+        assert result.random_weights      # the golden recipe's files are recognised as random
 
 
 def test_batch_equals_single(golden, model):

@@ -28,9 +28,10 @@ def test_missing_checkpoints_fail_loudly(tmp_path):
 def test_random_weights_only_when_asked_and_then_flagged(tmp_path, random_ckpt_dir):
     m = CPVTONPlusModel(tmp_path, device="cpu", allow_random_weights=True)
     assert m.weights.random
-    # The in-memory random weights are the same as the files the tests write.
+    # The in-memory random weights are the same as the files the tests write, and those files
+    # are recognised as random too (issue 14, item 6).
     files = CPVTONPlusModel(random_ckpt_dir, device="cpu")
-    assert not files.weights.random
+    assert files.weights.random
     for a, b in zip(m.gmm.state_dict().values(), files.gmm.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -39,7 +40,7 @@ def test_checkpoint_paths_are_overridable(tmp_path, random_ckpt_dir):
     m = CPVTONPlusModel(tmp_path / "nowhere", device="cpu",
                         gmm_checkpoint=random_ckpt_dir / "GMM" / "gmm_final.pth",
                         tom_checkpoint=random_ckpt_dir / "TOM" / "tom_final.pth")
-    assert len(m.weights.gmm_sha256) == 64 and not m.weights.random
+    assert len(m.weights.gmm_sha256) == 64 and m.weights.random   # recipe files are flagged
 
 
 def test_precision_and_device_resolution(random_ckpt_dir):
