@@ -16,14 +16,21 @@
 #  * CUDA 11.8 images are too old: current PyTorch releases publish no cu118 wheels.
 #
 # Build arguments:
-#   BAKE_CHECKPOINTS=1     (default) bake the checkpoints into the image; the build fails if no
-#                          source is configured. 0: do not bake; the worker reads them at run time
-#                          from CHECKPOINT_DIR (e.g. /runpod-volume/checkpoints on a network
-#                          volume). auto: bake when a source is configured, otherwise skip.
-#   GMM_URL, TOM_URL       where download_checkpoints.sh fetches gmm_final.pth / tom_final.pth.
+#   BAKE_CHECKPOINTS=1     (default) bake the checkpoints into the image: by default the official
+#                          CP-VTON+ files, with download_checkpoints.sh's defaults (a pinned commit
+#                          of github.com/sahiljit/cp-vton-plus, each file checked against its git
+#                          blob id; research use only). The build fails if they cannot be fetched.
+#                          0: do not bake; the worker reads them at run time from CHECKPOINT_DIR
+#                          (e.g. /runpod-volume/checkpoints on a network volume). auto: bake what
+#                          can be downloaded; an unreachable source is a warning (a file that
+#                          fails verification still fails the build).
+#   GMM_URL, TOM_URL       other sources for gmm_final.pth / tom_final.pth (empty: the defaults).
 #                          For a pre-signed or private URL use the BuildKit secrets `gmm_url` and
 #                          `tom_url` instead (build_and_push.sh does): build args are visible in
 #                          the image history, secrets are not.
+#   GMM_GIT_BLOB, TOM_GIT_BLOB
+#                          expected git blob ids (empty: the official files'; none: no check,
+#                          for weights of your own).
 #   GMM_SHA256, TOM_SHA256 expected hashes (checked when set).
 #   Local files: `--build-context local_checkpoints=DIR` with DIR/GMM/gmm_final.pth and
 #                DIR/TOM/tom_final.pth bakes those (the stage of that name below is replaced).
@@ -79,8 +86,12 @@ COPY download_checkpoints.sh /usr/local/bin/download_checkpoints.sh
 ARG BAKE_CHECKPOINTS=1
 ARG GMM_URL=""
 ARG TOM_URL=""
+ARG GMM_GIT_BLOB=""
+ARG TOM_GIT_BLOB=""
 ARG GMM_SHA256=""
 ARG TOM_SHA256=""
+# No Python in this stage: download_checkpoints.sh checks the git blob ids (and sha256 when set)
+# here; the strict load as CP-VTON+ networks runs in the runtime stage below.
 RUN --mount=type=bind,from=local_checkpoints,target=/mnt/local_checkpoints \
     --mount=type=secret,id=gmm_url,required=false \
     --mount=type=secret,id=tom_url,required=false \
@@ -89,8 +100,9 @@ RUN --mount=type=bind,from=local_checkpoints,target=/mnt/local_checkpoints \
          0) echo "BAKE_CHECKPOINTS=0: no checkpoints in the image; set CHECKPOINT_DIR at run time" ;; \
          1|auto) \
            if [ "${BAKE_CHECKPOINTS}" = auto ]; then only_if=--if-configured; else only_if=; fi; \
-           CHECKPOINT_DIR=/checkpoints \
-           GMM_URL_FILE=/run/secrets/gmm_url TOM_URL_FILE=/run/secrets/tom_url \
+           if [ -f /run/secrets/gmm_url ]; then export GMM_URL_FILE=/run/secrets/gmm_url; fi; \
+           if [ -f /run/secrets/tom_url ]; then export TOM_URL_FILE=/run/secrets/tom_url; fi; \
+           CHECKPOINT_DIR=/checkpoints LOAD_CHECK=0 \
            download_checkpoints.sh --from-dir /mnt/local_checkpoints ${only_if} ;; \
          *) echo "BAKE_CHECKPOINTS must be 0, 1 or auto (got '${BAKE_CHECKPOINTS}')" >&2; exit 1 ;; \
        esac \
@@ -132,6 +144,13 @@ WORKDIR /app
 COPY --from=checkpoints /checkpoints /app/checkpoints
 COPY *.py grid.png ./
 COPY vton_preprocess/ ./vton_preprocess/
+COPY test_input.json ./
+# Baked weights must load strictly as the CP-VTON+ networks (the checker is not shipped).
+RUN --mount=type=bind,source=tools/check_checkpoints.py,target=/tmp/check_checkpoints.py \
+    for pair in GMM:gmm TOM:tom; do \
+      f="/app/checkpoints/${pair%%:*}/${pair#*:}_final.pth"; \
+      if [ -f "$f" ]; then PYTHONPATH=/app python /tmp/check_checkpoints.py "--${pair#*:}" "$f" || exit 1; fi; \
+    done
 RUN python -m compileall -q /app
 
 USER 10001:10001

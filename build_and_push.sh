@@ -26,10 +26,12 @@ Options:
   -n, --dry-run           print the commands instead of running them
   -h, --help              show this help
 
-Checkpoint sources for the bake, from the environment:
-  GMM_URL, TOM_URL        passed as BuildKit secrets (gmm_url, tom_url), so pre-signed URLs stay
-                          out of the image history and out of this script's output
-  GMM_SHA256, TOM_SHA256  passed as build args
+Checkpoint sources for the bake (default: the official files, download_checkpoints.sh's
+defaults), from the environment:
+  GMM_URL, TOM_URL        other sources, passed as BuildKit secrets (gmm_url, tom_url), so
+                          pre-signed URLs stay out of the image history and this script's output
+  GMM_GIT_BLOB, TOM_GIT_BLOB, GMM_SHA256, TOM_SHA256
+                          passed as build args (see download_checkpoints.sh --help)
 
 Registry login (optional; otherwise run 'docker login' yourself beforehand):
   REGISTRY_USERNAME, REGISTRY_PASSWORD   the password goes to 'docker login --password-stdin'
@@ -37,7 +39,8 @@ Registry login (optional; otherwise run 'docker login' yourself beforehand):
 
 Examples:
   $prog --image myuser/cpvton-worker --version 1.0.0
-  GMM_URL=https://... TOM_URL=https://... $prog -i myuser/cpvton-worker
+  GMM_URL=https://... TOM_URL=https://... GMM_GIT_BLOB=none TOM_GIT_BLOB=none \\
+    GMM_SHA256=... TOM_SHA256=... $prog -i myuser/cpvton-worker     # weights of your own
   $prog -i myuser/cpvton-worker --bake 0          # weights on a network volume instead
   $prog -r ghcr.io -i org/cpvton-worker --checkpoints-dir ./checkpoints --dry-run
 EOF
@@ -89,10 +92,6 @@ if [[ -n $checkpoints_dir ]]; then
   [[ -d $checkpoints_dir ]] || die "--checkpoints-dir: '$checkpoints_dir' is not a folder"
   [[ $bake != 0 ]] || die "--checkpoints-dir makes no sense with --bake 0"
 fi
-if [[ $bake == 1 && -z $checkpoints_dir && ( -z ${GMM_URL:-} || -z ${TOM_URL:-} ) ]]; then
-  die "--bake 1 needs the checkpoints: set GMM_URL and TOM_URL, or pass --checkpoints-dir DIR," \
-    "or use --bake 0 to read them from a network volume (CHECKPOINT_DIR) at run time"
-fi
 [[ -f $here/Dockerfile ]] || die "no Dockerfile in $here"
 
 if [[ -z $version ]]; then
@@ -129,6 +128,8 @@ cmd=(docker buildx build --platform "$platform" --file "$here/Dockerfile" --tag 
 cmd+=(--build-arg "BAKE_CHECKPOINTS=$bake")
 [[ -z ${GMM_SHA256:-} ]] || cmd+=(--build-arg "GMM_SHA256=$GMM_SHA256")
 [[ -z ${TOM_SHA256:-} ]] || cmd+=(--build-arg "TOM_SHA256=$TOM_SHA256")
+[[ -z ${GMM_GIT_BLOB:-} ]] || cmd+=(--build-arg "GMM_GIT_BLOB=$GMM_GIT_BLOB")
+[[ -z ${TOM_GIT_BLOB:-} ]] || cmd+=(--build-arg "TOM_GIT_BLOB=$TOM_GIT_BLOB")
 # id=...,env=VAR: buildx reads the value from the environment; only the variable name is shown.
 [[ -z ${GMM_URL:-} ]] || cmd+=(--secret "id=gmm_url,env=GMM_URL")
 [[ -z ${TOM_URL:-} ]] || cmd+=(--secret "id=tom_url,env=TOM_URL")

@@ -5,57 +5,73 @@
 #   $CHECKPOINT_DIR/TOM/tom_final.pth
 #
 # Guarantees: a file appears under its final name only after it was downloaded completely and
-# verified (temp file + rename in the same folder); a verified file is not downloaded again; an
-# interrupted transfer leaves only "<name>.part", which the next run resumes (curl -C -) and which
-# is never taken for the checkpoint itself. Any failure exits non-zero.
+# verified (git blob id, optional sha256, strict load as its network; temp file + rename in the
+# same folder); a verified file is not downloaded again; an interrupted transfer leaves only
+# "<name>.part", which the next run resumes (curl -C -) and which is never taken for the
+# checkpoint itself; a file that fails verification is deleted. Any failure exits non-zero.
 set -euo pipefail
 
 prog=$(basename "$0")
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
-# The authors publish the checkpoints as a shared OneDrive *folder* (linked from the README of
-# github.com/minar09/cp-vton-plus). A shared folder page cannot be downloaded by a script, so there
-# is no default direct URL: download gmm_final.pth and tom_final.pth once, put them where curl can
-# reach them (your bucket, a mirror, a network volume, a local folder) and set GMM_URL / TOM_URL.
+# Origin: the CP-VTON+ authors publish gmm_final.pth and tom_final.pth in a shared OneDrive
+# folder, linked from the README of github.com/minar09/cp-vton-plus; a script cannot download a
+# shared folder page. The public repository sahiljit/cp-vton-plus committed the two files as
+# ordinary git blobs on 2020-07-31, shortly after the authors' release: git's object ids pin their
+# content, so the default source is that commit's raw files, each checked against its blob id.
+# The weights are the authors'; they are for research (non-commercial) use only.
 readonly OFFICIAL_PAGE="https://1drv.ms/u/s!Ai8t8GAHdzVUiQA-o3C7cnrfGN6O?e=EaRiFP"
-
-# Pinned sha256 of the official files. Unknown when this script was written (the files could not
-# be fetched from the build environment), so they are empty: nothing is pinned and a download is
-# only checked for being a PyTorch checkpoint. Record them once with
-#   ./download_checkpoints.sh --print-hashes
-# and paste the values here (or pass GMM_SHA256 / TOM_SHA256).
-readonly PINNED_GMM_SHA256=""
-readonly PINNED_TOM_SHA256=""
+readonly DEFAULT_REPO="sahiljit/cp-vton-plus"
+readonly DEFAULT_COMMIT="e9f1ab0d0d84140de7f822b13197fc0f2d7a1920"
+readonly DEFAULT_BASE_URL="https://raw.githubusercontent.com/$DEFAULT_REPO/$DEFAULT_COMMIT/checkpoints"
+# git blob ids of the official files: sha1 of "blob <size>\0" + content (`git hash-object FILE`).
+readonly PINNED_GMM_GIT_BLOB="8eb46d4e8056f57a3b76e94f05ca56a773c755cb"
+readonly PINNED_TOM_GIT_BLOB="8e159bea554cad9ae1d0bcd1a233bbf955adf1a4"
 
 usage() {
   cat <<EOF
 Usage: $prog [options]
 
 Download gmm_final.pth and tom_final.pth into \$CHECKPOINT_DIR/GMM and \$CHECKPOINT_DIR/TOM,
-verify them and move them into place atomically. Files already present and verified are skipped;
-an interrupted download resumes from its .part file on the next run.
+verify them and move them into place atomically, then print their sha256 as GMM_SHA256=... and
+TOM_SHA256=... lines (set them in the worker's environment to pin the files). Files already
+present and verified are skipped; an interrupted download resumes from its .part file.
+
+By default the official CP-VTON+ weights are fetched from commit
+$DEFAULT_COMMIT of github.com/$DEFAULT_REPO, checked against their git
+blob ids and loaded strictly as CP-VTON+ networks (GMM input 22 + 1 channels, TOM 26 in / 4 out).
 
 Options:
   --from-dir DIR    use DIR/GMM/gmm_final.pth and DIR/TOM/tom_final.pth (when present) as the
                     source of a model whose URL is not set
-  --if-configured   when a model has no source at all, warn and exit 0 instead of failing
-                    (used by the Docker build with BAKE_CHECKPOINTS=auto)
+  --if-configured   when a download fails (source unreachable), warn, keep nothing of that model
+                    and exit 0 (the Docker build with BAKE_CHECKPOINTS=auto); a file that fails
+                    verification is still an error
   --force           download again even if a verified file is present
   --print-hashes    print the sha256 of the checkpoints present (GMM_SHA256=... lines) and exit
   -h, --help        show this help
 
 Environment:
   CHECKPOINT_DIR    target folder (default: checkpoints)
-  GMM_URL, TOM_URL  where to download each file from: http(s)://, or file:///absolute/path
+  GMM_URL, TOM_URL  where to download each file from: http(s)://, or file:///absolute/path;
+                    default: $DEFAULT_BASE_URL/GMM/gmm_final.pth
+                    and .../TOM/tom_final.pth
   GMM_URL_FILE, TOM_URL_FILE
                     a file holding the URL (e.g. a BuildKit secret); used when *_URL is unset,
                     so a pre-signed URL never appears in a process list or an image history
+  GMM_GIT_BLOB, TOM_GIT_BLOB
+                    expected git blob id (40 hex digits); default: the official files'
+                    ($PINNED_GMM_GIT_BLOB, $PINNED_TOM_GIT_BLOB).
+                    none: no blob check, to accept other weights (e.g. your own training).
   GMM_SHA256, TOM_SHA256
-                    expected sha256 (hex); default: the pins in this script (empty for now)
+                    expected sha256 (hex), checked in addition when set
+  LOAD_CHECK        auto (default): load each new file strictly as its network with
+                    tools/check_checkpoints.py when a Python with torch is found (\$PYTHON, else
+                    .venv/bin/python beside this script, else python3); 1: required; 0: skip
   CURL_RETRIES      curl --retry count for transient errors (default: 3)
 
-The official checkpoints are published by the CP-VTON+ authors as a shared folder:
-  $OFFICIAL_PAGE
-which a script cannot download: fetch the two files once, host them, and set GMM_URL / TOM_URL.
+Origin: the CP-VTON+ authors' shared folder $OFFICIAL_PAGE
+(linked from github.com/minar09/cp-vton-plus). The weights are for research use only.
 EOF
 }
 
@@ -73,6 +89,13 @@ redact_url() {
 
 sha256_of() { sha256sum -- "$1" | cut -d' ' -f1; }
 
+# The git blob id of a file, as `git hash-object FILE` computes it (git is not needed).
+git_blob_of() {
+  local size
+  size=$(stat -c %s -- "$1")
+  { printf 'blob %s\0' "$size"; cat -- "$1"; } | sha1sum | cut -d' ' -f1
+}
+
 # A torch.save file is a zip archive ("PK\x03\x04") or, in the legacy format the authors used
 # (PyTorch 0.4), a pickle stream starting with the PROTO opcode (0x80). An HTML error or login page
 # served with status 200 is neither.
@@ -82,12 +105,50 @@ looks_like_checkpoint() {
   [[ $magic == 504b0304 || $magic == 80* ]]
 }
 
-# verify FILE EXPECTED_SHA256 -> 0 when FILE is acceptable; prints the reason otherwise.
+# The Python that runs the strict load check, or nothing (with LOAD_CHECK=auto: skipped).
+checker="$here/tools/check_checkpoints.py"
+load_python() {
+  local py
+  if [[ -n ${PYTHON:-} ]]; then py=$PYTHON
+  elif [[ -x $here/.venv/bin/python ]]; then py=$here/.venv/bin/python
+  else py=python3
+  fi
+  if [[ -f $checker ]] && "$py" -c "import torch" >/dev/null 2>&1; then
+    printf '%s' "$py"
+  fi
+}
+
+# load_check NAME FILE -> 0 when FILE loads strictly as network NAME; prints the reason otherwise.
+load_check() {
+  local name=$1 file=$2 flag out
+  [[ $load_mode == 0 ]] && return 0
+  if [[ -z $load_py ]]; then
+    [[ $load_mode == 1 ]] && { echo "LOAD_CHECK=1 but no Python with torch and $checker"; return 1; }
+    return 0
+  fi
+  flag="--${name,,}"
+  if ! out=$("$load_py" "$checker" "$flag" "$file" 2>&1 >/dev/null); then
+    echo "does not load as the CP-VTON+ $name: $(grep -m1 'error:' <<<"$out" | sed 's/^[A-Z]*: error: //')"
+    return 1
+  fi
+  grep -q 'RANDOM' <<<"$out" && log "$name: warning: these are our deterministic random test weights"
+  return 0
+}
+
+# verify NAME FILE EXPECTED_SHA256 EXPECTED_BLOB -> 0 when FILE is acceptable; prints the reason
+# otherwise.
 verify() {
-  local file=$1 want=$2 got
+  local name=$1 file=$2 want=$3 blob=$4 got
   if ! looks_like_checkpoint "$file"; then
     echo "not a PyTorch checkpoint (an HTML page or an error body?)"
     return 1
+  fi
+  if [[ -n $blob ]]; then
+    got=$(git_blob_of "$file")
+    if [[ $got != "${blob,,}" ]]; then
+      echo "git blob id mismatch: expected $blob, got $got (not the official file)"
+      return 1
+    fi
   fi
   if [[ -n $want ]]; then
     got=$(sha256_of "$file")
@@ -96,12 +157,18 @@ verify() {
       return 1
     fi
   fi
-  return 0
+  load_check "$name" "$file"
 }
 
-# fetch NAME URL EXPECTED_SHA256 DEST
+# download_failed NAME MESSAGE: fatal, or (with --if-configured) only a warning.
+download_failed() {
+  ((if_configured)) || die "$1: $2"
+  log "warning: $1: $2; continuing without $1 (--if-configured)"
+}
+
+# fetch NAME URL EXPECTED_SHA256 EXPECTED_BLOB DEST
 fetch() {
-  local name=$1 url=$2 want=$3 dest=$4
+  local name=$1 url=$2 want=$3 blob=$4 dest=$5
   local part="$dest.part" reason rc=0
   mkdir -p -- "$(dirname -- "$dest")"
 
@@ -114,30 +181,40 @@ fetch() {
     # 18 (partial file), 28 (timeout), 56 (recv failure): the .part is worth resuming.
     case $rc in
       18 | 28 | 56)
-        die "$name: transfer interrupted (curl exit $rc); run again to resume from $part" ;;
+        if ((if_configured)); then rm -f -- "$part"; fi
+        download_failed "$name" "transfer interrupted (curl exit $rc); run again to resume from $part"
+        return 0 ;;
       *)
         # Nothing useful was received (404, DNS, refused...): do not leave an empty .part behind.
-        [[ -s $part ]] || rm -f -- "$part"
-        die "$name: download failed (curl exit $rc) from $(redact_url "$url")" ;;
+        if ((if_configured)) || [[ ! -s $part ]]; then rm -f -- "$part"; fi
+        download_failed "$name" "download failed (curl exit $rc) from $(redact_url "$url")"
+        return 0 ;;
     esac
   fi
   [[ -f $part ]] || die "$name: curl succeeded but wrote no file (empty source?)"
 
-  if ! reason=$(verify "$part" "$want"); then
+  if ! reason=$(verify "$name" "$part" "$want" "$blob"); then
     # A corrupt .part cannot be fixed by resuming it: drop it so the next run starts over.
     rm -f -- "$part"
     die "$name: downloaded file rejected: $reason"
   fi
   sync -- "$part" 2>/dev/null || true
   mv -f -- "$part" "$dest"
-  if [[ -n $want ]]; then
-    log "$name: ok, sha256 verified"
-  else
-    log "$name: ok, sha256 $(sha256_of "$dest") (not pinned: record it with --print-hashes)"
-  fi
+  log "$name: ok, verified ($(describe_checks "$want" "$blob"))"
 }
 
-# resolve_url VAR_PREFIX SUBPATH -> prints the URL to use for a model, or nothing.
+describe_checks() {
+  local checks=()
+  [[ -n $2 ]] && checks+=("git blob $2")
+  [[ -n $1 ]] && checks+=("sha256")
+  [[ -n $load_py && $load_mode != 0 ]] && checks+=("loads strictly")
+  ((${#checks[@]})) || checks=("checkpoint format only, nothing pinned")
+  local joined
+  printf -v joined '%s, ' "${checks[@]}"
+  printf '%s' "${joined%, }"
+}
+
+# resolve_url VAR_PREFIX SUBPATH -> prints the URL to use for a model.
 resolve_url() {
   local sub=$2 url_var="${1}_URL" file_var="${1}_URL_FILE"
   local url=${!url_var:-}
@@ -148,7 +225,7 @@ resolve_url() {
   if [[ -z $url && -n $from_dir && -f $from_dir/$sub ]]; then
     url="file://$(cd -- "$(dirname -- "$from_dir/$sub")" && pwd)/$(basename -- "$sub")"
   fi
-  printf '%s' "$url"
+  printf '%s' "${url:-$DEFAULT_BASE_URL/$sub}"
 }
 
 from_dir="" if_configured=0 force=0 print_hashes=0
@@ -170,10 +247,10 @@ done
 checkpoint_dir=${CHECKPOINT_DIR:-checkpoints}
 names=(GMM TOM)
 declare -A files=([GMM]="GMM/gmm_final.pth" [TOM]="TOM/tom_final.pth")
-declare -A pins=([GMM]="$PINNED_GMM_SHA256" [TOM]="$PINNED_TOM_SHA256")
+declare -A blob_pins=([GMM]="$PINNED_GMM_GIT_BLOB" [TOM]="$PINNED_TOM_GIT_BLOB")
 
-if ((print_hashes)); then
-  found=0
+print_sha256_lines() {
+  local found=0 path
   for name in "${names[@]}"; do
     path="$checkpoint_dir/${files[$name]}"
     if [[ -f $path ]]; then
@@ -183,56 +260,58 @@ if ((print_hashes)); then
       log "$name: $path not found"
     fi
   done
-  ((found)) || die "no checkpoint found under $checkpoint_dir"
+  ((found))
+}
+
+if ((print_hashes)); then
+  print_sha256_lines || die "no checkpoint found under $checkpoint_dir"
   exit 0
 fi
 
 command -v curl >/dev/null 2>&1 || die "curl is required but not installed"
 command -v sha256sum >/dev/null 2>&1 || die "sha256sum (coreutils) is required but not installed"
+command -v sha1sum >/dev/null 2>&1 || die "sha1sum (coreutils) is required but not installed"
 [[ -z $from_dir || -d $from_dir ]] || die "--from-dir: $from_dir is not a folder"
+load_mode=${LOAD_CHECK:-auto}
+[[ $load_mode == auto || $load_mode == 0 || $load_mode == 1 ]] \
+  || die "LOAD_CHECK must be auto, 0 or 1 (got '$load_mode')"
+load_py=""
+if [[ $load_mode != 0 ]]; then
+  load_py=$(load_python)
+  if [[ -z $load_py ]]; then
+    [[ $load_mode == 1 ]] && die "LOAD_CHECK=1 but no Python with torch (set PYTHON) or no $checker"
+    log "note: no Python with torch here: the strict load check is skipped (the worker runs it at" \
+      "start-up; python tools/check_checkpoints.py runs it alone)"
+  fi
+fi
 
 # Decide what to do for every model before downloading anything.
-declare -A urls=() wants=()
-todo=() missing=()
+declare -A urls=() wants=() blobs=()
+todo=()
 for name in "${names[@]}"; do
   dest="$checkpoint_dir/${files[$name]}"
-  sha_var="${name}_SHA256"
-  want=${!sha_var:-${pins[$name]}}
+  sha_var="${name}_SHA256" blob_var="${name}_GIT_BLOB"
+  want=${!sha_var:-}
   [[ -z $want || $want =~ ^[0-9a-fA-F]{64}$ ]] || die "$sha_var is not a 64-digit hex sha256"
-  wants[$name]=$want
+  blob=${!blob_var:-${blob_pins[$name]}}       # unset or empty: the official id
+  [[ ${blob,,} == none ]] && blob=""             # none: no blob check (other weights)
+  [[ -z $blob || $blob =~ ^[0-9a-fA-F]{40}$ ]] \
+    || die "$blob_var is not a 40-digit hex git blob id (or none)"
+  wants[$name]=$want blobs[$name]=$blob
   if [[ -f $dest ]] && ((!force)); then
-    if reason=$(verify "$dest" "$want"); then
-      if [[ -n $want ]]; then
-        log "$name: $dest present and verified, skipping"
-      else
-        log "$name: $dest present (no pinned sha256 to verify against), skipping"
-      fi
+    if reason=$(verify "$name" "$dest" "$want" "$blob"); then
+      log "$name: $dest present and verified, skipping ($(describe_checks "$want" "$blob"))"
       continue
     fi
     log "$name: $dest present but rejected ($reason); it will be replaced"
   fi
-  url=$(resolve_url "$name" "${files[$name]}")
-  if [[ -z $url ]]; then
-    missing+=("$name")
-    continue
-  fi
-  urls[$name]=$url
+  urls[$name]=$(resolve_url "$name" "${files[$name]}")
   todo+=("$name")
 done
 
-if ((${#missing[@]})); then
-  msg="no source for ${missing[*]}: set ${missing[0]}_URL (http(s):// or file:///path)"
-  msg+=" or pass --from-dir. The official files are in the authors' shared folder $OFFICIAL_PAGE,"
-  msg+=" which cannot be downloaded by script: fetch them once and host them."
-  if ((if_configured)); then
-    log "warning: $msg"
-    log "warning: continuing without ${missing[*]} (--if-configured)"
-  else
-    die "$msg"
-  fi
-fi
-
 for name in "${todo[@]}"; do
-  fetch "$name" "${urls[$name]}" "${wants[$name]}" "$checkpoint_dir/${files[$name]}"
+  fetch "$name" "${urls[$name]}" "${wants[$name]}" "${blobs[$name]}" \
+    "$checkpoint_dir/${files[$name]}"
 done
-log "done: checkpoints in $checkpoint_dir"
+log "done: checkpoints in $checkpoint_dir; pin them in the worker's environment with:"
+print_sha256_lines || log "warning: no checkpoint was fetched (--if-configured)"

@@ -19,7 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOWNLOAD = ROOT / "download_checkpoints.sh"
 BUILD = ROOT / "build_and_push.sh"
-TIMEOUT = 60  # seconds for any one script run
+TIMEOUT = 120  # seconds for any one script run
+#: Settings that accept files other than the official ones without loading them (fake bytes).
+OTHER_WEIGHTS = {"GMM_GIT_BLOB": "none", "TOM_GIT_BLOB": "none", "LOAD_CHECK": "0"}
+OFFICIAL_COMMIT = "e9f1ab0d0d84140de7f822b13197fc0f2d7a1920"
+OFFICIAL_BLOBS = {"GMM": "8eb46d4e8056f57a3b76e94f05ca56a773c755cb",
+                  "TOM": "8e159bea554cad9ae1d0bcd1a233bbf955adf1a4"}
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None,
                                 reason="curl and bash are needed to run the deployment scripts")
@@ -106,9 +111,11 @@ def served(server, tmp_path):
     base, handler = server
     gmm, tom = fake_checkpoint(1), fake_checkpoint(2)
     handler.files.update({"/gmm_final.pth": gmm, "/tom_final.pth": tom})
+    # The generated files are "other weights": no official blob id, no strict load (the
+    # pinned-blob and load checks have their own tests below).
     env = {"CHECKPOINT_DIR": str(tmp_path / "ckpt"),
            "GMM_URL": f"{base}/gmm_final.pth", "TOM_URL": f"{base}/tom_final.pth",
-           "CURL_RETRIES": "0"}
+           "CURL_RETRIES": "0", **OTHER_WEIGHTS}
     return env, gmm, tom, handler
 
 
@@ -122,17 +129,31 @@ def test_help_and_unknown_argument():
     assert bad.returncode != 0 and "unknown argument" in bad.stderr
 
 
-def test_no_source_fails_clearly(tmp_path):
-    res = run_script(DOWNLOAD, env={"CHECKPOINT_DIR": str(tmp_path)})
+def test_defaults_are_the_pinned_official_files():
+    text = run_script(DOWNLOAD, "--help").stdout
+    assert (f"https://raw.githubusercontent.com/sahiljit/cp-vton-plus/{OFFICIAL_COMMIT}/checkpoints"
+            "/GMM/gmm_final.pth") in text
+    assert OFFICIAL_BLOBS["GMM"] in text and OFFICIAL_BLOBS["TOM"] in text
+    assert "1drv.ms" in text and "research use only" in text
+
+
+def test_default_blob_pin_refuses_other_files(served):
+    env, *_ = served
+    for key in OTHER_WEIGHTS:
+        del env[key]
+    res = run_script(DOWNLOAD, env=env)
     assert res.returncode != 0
-    assert "GMM_URL" in res.stderr and "1drv.ms" in res.stderr
-    assert leftovers(tmp_path) == []
+    assert "git blob id mismatch" in res.stderr and OFFICIAL_BLOBS["GMM"] in res.stderr
+    assert leftovers(Path(env["CHECKPOINT_DIR"])) == []
 
 
-def test_no_source_if_configured_is_a_warning(tmp_path):
-    res = run_script(DOWNLOAD, "--if-configured", env={"CHECKPOINT_DIR": str(tmp_path)})
+def test_unreachable_source_if_configured_is_a_warning(served):
+    env, *_ = served
+    env["TOM_URL"] = env["TOM_URL"].replace("tom_final", "nothing_here")
+    res = run_script(DOWNLOAD, "--if-configured", env=env)
     assert res.returncode == 0, res.stderr
-    assert "warning" in res.stderr
+    assert "warning" in res.stderr and "continuing without TOM" in res.stderr
+    assert leftovers(Path(env["CHECKPOINT_DIR"])) == ["GMM/gmm_final.pth"]
 
 
 def test_download_verifies_and_is_idempotent(served, tmp_path):
@@ -221,12 +242,13 @@ def test_file_urls_and_from_dir(tmp_path):
     (src / "TOM/tom_final.pth").write_bytes(tom)
 
     env = {"CHECKPOINT_DIR": str(tmp_path / "a"), "GMM_URL": (src / "GMM/gmm_final.pth").as_uri(),
-           "TOM_URL": (src / "TOM/tom_final.pth").as_uri(), "GMM_SHA256": sha(gmm)}
+           "TOM_URL": (src / "TOM/tom_final.pth").as_uri(), "GMM_SHA256": sha(gmm), **OTHER_WEIGHTS}
     res = run_script(DOWNLOAD, env=env)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "a/GMM/gmm_final.pth").read_bytes() == gmm
 
-    res = run_script(DOWNLOAD, "--from-dir", str(src), env={"CHECKPOINT_DIR": str(tmp_path / "b")})
+    res = run_script(DOWNLOAD, "--from-dir", str(src),
+                     env={"CHECKPOINT_DIR": str(tmp_path / "b"), **OTHER_WEIGHTS})
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "b/TOM/tom_final.pth").read_bytes() == tom
 
@@ -265,6 +287,70 @@ def test_present_file_with_wrong_hash_is_replaced(served):
     assert (ckpt / "GMM/gmm_final.pth").read_bytes() == gmm
 
 
+def git_blob(data: bytes) -> str:
+    """What ``git hash-object`` prints for a file holding ``data``."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_git_blob_helper_matches_git(tmp_path):
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    f = tmp_path / "f"
+    f.write_bytes(fake_checkpoint(5))
+    out = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == git_blob(f.read_bytes())
+
+
+@pytest.fixture()
+def served_torch_files(server, tmp_path, random_ckpt_dir):
+    """Real torch checkpoint files (our random recipe) on the loopback server, with their blob
+    ids passed as the pins, as the official files are pinned by theirs."""
+    import sys
+
+    base, handler = server
+    gmm = (random_ckpt_dir / "GMM/gmm_final.pth").read_bytes()
+    tom = (random_ckpt_dir / "TOM/tom_final.pth").read_bytes()
+    handler.files.update({"/gmm_final.pth": gmm, "/tom_final.pth": tom})
+    env = {"CHECKPOINT_DIR": str(tmp_path / "ckpt"), "CURL_RETRIES": "0",
+           "GMM_URL": f"{base}/gmm_final.pth", "TOM_URL": f"{base}/tom_final.pth",
+           "GMM_GIT_BLOB": git_blob(gmm), "TOM_GIT_BLOB": git_blob(tom),
+           "LOAD_CHECK": "1", "PYTHON": sys.executable}
+    return env, gmm, tom, handler
+
+
+def test_matching_blob_id_is_accepted_loaded_strictly_and_hashed(served_torch_files):
+    env, gmm, tom, _ = served_torch_files
+    res = run_script(DOWNLOAD, env=env)
+    assert res.returncode == 0, res.stderr
+    ckpt = Path(env["CHECKPOINT_DIR"])
+    assert (ckpt / "GMM/gmm_final.pth").read_bytes() == gmm
+    assert leftovers(ckpt) == ["GMM/gmm_final.pth", "TOM/tom_final.pth"]
+    assert "loads strictly" in res.stderr and "random test weights" in res.stderr
+    assert res.stdout.split() == [f"GMM_SHA256={sha(gmm)}", f"TOM_SHA256={sha(tom)}"]
+
+
+def test_one_byte_changed_is_refused_and_nothing_is_left(served_torch_files):
+    env, gmm, _, handler = served_torch_files
+    changed = bytearray(gmm)
+    changed[len(changed) // 2] ^= 0x01
+    handler.files["/gmm_final.pth"] = bytes(changed)
+    res = run_script(DOWNLOAD, env=env)
+    assert res.returncode != 0
+    assert "git blob id mismatch" in res.stderr
+    assert leftovers(Path(env["CHECKPOINT_DIR"])) == []
+
+
+def test_file_that_is_not_a_cpvton_plus_network_is_refused(served_torch_files, random_ckpt_dir):
+    # The TOM file served as the GMM, with the pins disabled: only the strict load can refuse it.
+    env, _, tom, handler = served_torch_files
+    handler.files["/gmm_final.pth"] = tom
+    env.update(GMM_GIT_BLOB="none", TOM_GIT_BLOB="none")
+    res = run_script(DOWNLOAD, env=env)
+    assert res.returncode != 0
+    assert "does not load as the CP-VTON+ GMM" in res.stderr
+    assert leftovers(Path(env["CHECKPOINT_DIR"])) == []
+
+
 # --- build_and_push.sh -------------------------------------------------------------------------
 
 def test_build_help():
@@ -281,7 +367,6 @@ def test_build_requires_an_image_name():
     (["-i", "Bad Name"], "invalid image name"),
     (["-i", "me/x", "-v", "bad tag!", "--bake", "0"], "invalid version"),
     (["-i", "me/x", "--bake", "2"], "--bake"),
-    (["-i", "me/x", "--bake", "1"], "GMM_URL"),
 ])
 def test_build_rejects_bad_input(args, message):
     res = run_script(BUILD, "--dry-run", *args)
