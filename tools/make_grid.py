@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -12,12 +13,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cp_dataset import GRID_IMAGE, draw_grid  # noqa: E402
 
 
-def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv else GRID_IMAGE
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", nargs="?", type=Path, default=GRID_IMAGE,
+                    help=f"PNG file to write (default: {GRID_IMAGE})")
+    out = ap.parse_args(argv).out
     draw_grid().save(out)
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """Write test_input.json: the request ``python handler.py`` runs locally (the SDK's convention).
 
     python tools/make_test_input.py          # rewrites test_input.json in the repository root
+    python tools/make_test_input.py --out other.json
 
 The images are the project's bundled ones (scikit-image's astronaut photo, scaled down and
 JPEG-encoded, and the t-shirt drawn by sample_images.py), so the file stays small (< 200 KB)
@@ -8,6 +9,7 @@ and holds no data from elsewhere.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -41,8 +43,12 @@ def build() -> dict:
     }}
 
 
-def main() -> int:
-    path = ROOT / "test_input.json"
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "test_input.json",
+                    help="file to write (default: test_input.json in the repository root)")
+    path = ap.parse_args(argv).out
     text = json.dumps(build(), indent=1)
     path.write_text(text + "\n")
     print(f"wrote {path} ({len(text) // 1024} KB)")
