@@ -52,7 +52,8 @@ Options:
   -h, --help        show this help
 
 Environment:
-  CHECKPOINT_DIR    target folder (default: checkpoints)
+  CHECKPOINT_DIR    target folder (default: checkpoints/ beside this script, where the worker
+                    and runpod_test.py look by default)
   GMM_URL, TOM_URL  where to download each file from: http(s)://, or file:///absolute/path;
                     default: $DEFAULT_BASE_URL/GMM/gmm_final.pth
                     and .../TOM/tom_final.pth
@@ -244,7 +245,7 @@ while (($#)); do
   esac
 done
 
-checkpoint_dir=${CHECKPOINT_DIR:-checkpoints}
+checkpoint_dir=${CHECKPOINT_DIR:-$here/checkpoints}   # where the worker looks by default
 names=(GMM TOM)
 declare -A files=([GMM]="GMM/gmm_final.pth" [TOM]="TOM/tom_final.pth")
 declare -A blob_pins=([GMM]="$PINNED_GMM_GIT_BLOB" [TOM]="$PINNED_TOM_GIT_BLOB")

@@ -28,10 +28,20 @@ from PIL import Image, ImageDraw
 BANNER = "=" * 78
 
 
-def _load(path):
-    im = Image.open(path)
-    im.load()
-    return im.convert("RGB")
+def _load(path: str, option: str) -> Image.Image:
+    """A photo as RGB with EXIF orientation applied, as the API loads it; a missing or
+    undecodable file is a :class:`UsageError` naming the option."""
+    from errors import VTONError
+    from images import load_rgb
+
+    try:
+        return load_rgb(path, field=option)
+    except VTONError as err:
+        raise UsageError(f"{err.message} ({path})") from None
+
+
+class UsageError(Exception):
+    """A mistake on the command line: reported in one line, exit status 2."""
 
 
 def _b64(image: Image.Image, fmt: str = "PNG") -> str:
@@ -115,9 +125,22 @@ def main(argv=None) -> int:
                         help="calls to time (the 2nd reuses the cached person analysis)")
     args = parser.parse_args(argv)
 
+    try:
+        return _smoke_run(args)
+    except UsageError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)      # one line, no traceback
+        return 2
+    except ModuleNotFoundError as err:
+        print(f"{parser.prog}: error: the Python package '{err.name}' is missing: install the "
+              f"environment as README.md says (./run.sh python runpod_test.py)", file=sys.stderr)
+        return 1
+
+
+def _smoke_run(args) -> int:
+    """Run the smoke test as parsed from the command line; returns the exit status."""
     import sample_images
-    person = _load(args.person) if args.person else sample_images.person_photo()
-    cloth = _load(args.cloth) if args.cloth else sample_images.garment(384, 512)
+    person = _load(args.person, "--person") if args.person else sample_images.person_photo()
+    cloth = _load(args.cloth, "--cloth") if args.cloth else sample_images.garment(384, 512)
     if args.api:
         output, times = run_api(args.api, person, cloth, args.format, max(1, args.repeats))
     else:
