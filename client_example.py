@@ -43,6 +43,22 @@ TERMINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image]
 
+#: The command line's commands, for ``--help``.
+COMMANDS_HELP = """commands:
+  try-on     (default) one try-on of --person and --cloth (default: the bundled samples), written
+             to --out (default: tryon.png, tryon.jpg or tryon.webp after --format)
+  health     worker and job counts of a RunPod endpoint (the local dev server has no /health)
+  examples   run the three library examples against the endpoint: a sync try-on, an async one
+             with intermediates, and one person with three garments in one job (prints sizes)
+
+every command needs a target: --endpoint-id ID (or $RUNPOD_ENDPOINT_ID) with --api-key (or
+$RUNPOD_API_KEY) for RunPod, or --base-url http://127.0.0.1:8000 for the local dev server
+(python handler.py --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000)."""
+NO_TARGET = ("no endpoint: give --endpoint-id ID (or set RUNPOD_ENDPOINT_ID) for RunPod, or "
+             "--base-url http://127.0.0.1:8000 for the local dev server")
+#: File extension of each output format (the default --out is tryon.<extension>).
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
 
 class CPVTONError(Exception):
     """A failed request or job. ``code`` is the worker's error code (``INVALID_INPUT``, …),
@@ -109,7 +125,10 @@ log.addFilter(_REDACTOR)
 
 
 def encode_image(image: ImageInput) -> str:
-    """Base64 text of a path, bytes or PIL image (PIL images are sent as PNG)."""
+    """Base64 text of a path, bytes, PIL image or numpy array (images and arrays are sent as
+    PNG; an array is H×W or H×W×3 uint8)."""
+    if hasattr(image, "__array_interface__") and not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
     if isinstance(image, Image.Image):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -130,6 +149,35 @@ def _is_url(image: Any) -> bool:
 def _image_field(name: str, image: ImageInput) -> dict:
     """``{name: base64}`` or ``{name_url: url}``."""
     return {f"{name}_url": image} if _is_url(image) else {name: encode_image(image)}
+
+
+#: Keys of a pair mapping for ``try_on_batch`` (the model's names) -> the request's field names.
+PAIR_KEYS = {"person": "person_image", "cloth": "cloth_image", "parse": "person_parse",
+             "pose": "person_pose", "person_mask": "person_mask", "cloth_mask": "cloth_mask"}
+
+
+def _pair_fields(pair: Any) -> dict:
+    """A ``(person, cloth)`` tuple or a mapping of :data:`PAIR_KEYS` as one ``pairs`` item."""
+    if isinstance(pair, dict):
+        unknown = sorted(set(pair) - set(PAIR_KEYS))
+        if unknown or "person" not in pair or "cloth" not in pair:
+            raise ValueError(f"a pair mapping needs 'person' and 'cloth' and may have "
+                             f"{list(PAIR_KEYS)[2:]} (unknown: {unknown})")
+        item = {**_image_field("person_image", pair["person"]),
+                **_image_field("cloth_image", pair["cloth"])}
+        for key in ("parse", "pose", "person_mask", "cloth_mask"):
+            value = pair.get(key)
+            if value is None:
+                continue
+            if key == "pose":        # OpenPose JSON dict, or 18×3 keypoints (list or array)
+                item[PAIR_KEYS[key]] = value.tolist() if hasattr(value, "tolist") else value
+            else:                    # as the model takes them: a path, bytes, PIL or array
+                item[PAIR_KEYS[key]] = encode_image(value)
+        return item
+    if isinstance(pair, (tuple, list)) and len(pair) == 2:
+        return {**_image_field("person_image", pair[0]), **_image_field("cloth_image", pair[1])}
+    raise ValueError(f"a pair is a (person, cloth) tuple or a mapping with 'person' and "
+                     f"'cloth', not {type(pair).__name__}")
 
 
 def decode_image(text: str) -> Image.Image:
@@ -283,8 +331,16 @@ class CPVTONClient:
         return self._request("POST", f"/cancel/{job_id}")
 
     def health(self) -> dict:
-        """``/health``: worker and job counts (RunPod only)."""
-        return self._request("GET", "/health")
+        """``/health``: worker and job counts (RunPod only: the SDK's local dev server has no
+        ``/health``, which raises a :class:`CPVTONError` ``NOT_SUPPORTED`` saying so)."""
+        try:
+            return self._request("GET", "/health")
+        except CPVTONError as err:
+            if err.status != 404 or self.base_url.startswith(RUNPOD_API):
+                raise
+            raise CPVTONError("NOT_SUPPORTED", f"{self.base_url} has no /health: the local dev "
+                              "server (handler.py --rp_serve_api) serves only /run, /runsync and "
+                              "/status; /health exists on RunPod endpoints", status=404) from None
 
     # -- try-on ---------------------------------------------------------------------------------
     @staticmethod
@@ -346,14 +402,15 @@ class CPVTONClient:
                      person: Optional[ImageInput] = None,
                      cloths: Optional[Iterable[ImageInput]] = None, use_async: bool = False,
                      **options: Any) -> list:
-        """Several try-ons in one job: ``pairs=[(person, cloth), …]``, or one ``person`` with
-        ``cloths=[…]`` (analysed once). Returns a list with a :class:`TryOnResult` or a
-        :class:`CPVTONError` per item, in order (one bad item does not fail the others)."""
+        """Several try-ons in one job, in the forms ``CPVTONPlusModel.try_on_batch`` takes:
+        ``pairs=[(person, cloth), …]`` or ``pairs=[{"person": …, "cloth": …, "pose": …}, …]``
+        (keys as in :data:`PAIR_KEYS`), or one ``person`` with ``cloths=[…]`` (analysed once).
+        Returns a list with a :class:`TryOnResult` or a :class:`CPVTONError` per item, in order
+        (one bad item does not fail the others)."""
         if (pairs is None) == (person is None):
             raise ValueError("give either pairs or person and cloths")
         if pairs is not None:
-            payload: dict = {"pairs": [{**_image_field("person_image", p),
-                                        **_image_field("cloth_image", c)} for p, c in pairs]}
+            payload: dict = {"pairs": [_pair_fields(pair) for pair in pairs]}
         else:
             payload = {**_image_field("person_image", person),
                        "cloth_images": [{**_image_field("cloth_image", c)} for c in cloths or ()]}
@@ -403,20 +460,27 @@ def example_batch(client: CPVTONClient) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=COMMANDS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="try-on",
-                        choices=("try-on", "health", "examples"))
-    parser.add_argument("--endpoint-id", default=os.environ.get("RUNPOD_ENDPOINT_ID"))
+                        choices=("try-on", "health", "examples"), help="see below (default: try-on)")
+    parser.add_argument("--endpoint-id", default=os.environ.get("RUNPOD_ENDPOINT_ID"),
+                        help="RunPod endpoint id (default: $RUNPOD_ENDPOINT_ID)")
     parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
-                        help="default: $RUNPOD_API_KEY")
+                        help="RunPod API key (default: $RUNPOD_API_KEY)")
     parser.add_argument("--base-url", help="e.g. http://127.0.0.1:8000 (local dev server)")
     parser.add_argument("--person", help="person photo (path or URL); default: bundled sample")
     parser.add_argument("--cloth", help="garment photo (path or URL); default: bundled sample")
-    parser.add_argument("--out", default="tryon.png")
-    parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
-    parser.add_argument("--async", dest="use_async", action="store_true")
-    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--out", help="result file (default: tryon.<extension of --format>)")
+    parser.add_argument("--format", default="png", choices=tuple(EXTENSIONS),
+                        help="output_format of the request (default: png)")
+    parser.add_argument("--async", dest="use_async", action="store_true",
+                        help="use /run and /status polling instead of /runsync")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds to wait for a result (default: 300)")
     args = parser.parse_args(argv)
+    if not (args.endpoint_id or args.base_url):
+        parser.error(NO_TARGET)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         client = CPVTONClient(args.endpoint_id, args.api_key, base_url=args.base_url,
@@ -432,8 +496,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cloth = args.cloth or sample_images.garment(384, 512)
         call = client.try_on_async if args.use_async else client.try_on_sync
         result = call(person, cloth, output_format=args.format)
-        result.image.save(args.out)
-        print(f"wrote {args.out} ({result.image.width}x{result.image.height}); "
+        out = Path(args.out or f"tryon.{EXTENSIONS[args.format]}")
+        # The file's format follows its name (PIL picks it from the extension), so a name and
+        # its content never disagree; without a known extension, --format decides.
+        known = out.suffix.lower() in Image.registered_extensions()
+        result.image.save(out, **({} if known else {"format": args.format.upper()}))
+        print(f"wrote {out} ({result.image.width}x{result.image.height}); "
               f"timings_ms={result.info.get('timings_ms')}")
         return 0
     except (CPVTONError, ValueError, OSError) as err:

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,6 +34,11 @@ from weights import (GMM_FILE, TOM_FILE, WeightsInfo, is_random_recipe, load_che
                      random_weights, state_dict_sha256)
 
 log = logging.getLogger(__name__)
+
+#: Keys of a pair mapping for ``try_on_batch``: the images, then the optional annotations.
+PAIR_KEYS = ("person", "cloth", "parse", "pose", "person_mask", "cloth_mask")
+#: One pair for ``try_on_batch``: ``(person, cloth)`` or a mapping of :data:`PAIR_KEYS`.
+PairInput = Union[Sequence[Any], Mapping[str, Any]]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OUTPUT_SIZES = ("original", "model")
@@ -363,9 +368,19 @@ class CPVTONPlusModel:
                 "warped_mask": warped_mask.float(), "rendered": rendered,
                 "composite_mask": composite, "tryon": tryon}
 
-    def run(self, persons: Sequence[PreparedPerson], cloths: Sequence[PreparedCloth], *,
+    def run(self, persons: PreparedPerson | Iterable[PreparedPerson],
+            cloths: PreparedCloth | Iterable[PreparedCloth], *,
             output_size: str = "original") -> list[TryOnResult]:
-        """Try ``cloths[i]`` on ``persons[i]`` for every i, one forward pass per stage."""
+        """Try ``cloths[i]`` on ``persons[i]`` for every i, one forward pass per stage.
+
+        Either side may also be a single prepared item (or a one-item list), used for every
+        item of the other side: one prepared person with many garments. Any iterables."""
+        persons = [persons] if isinstance(persons, PreparedPerson) else list(persons)
+        cloths = [cloths] if isinstance(cloths, PreparedCloth) else list(cloths)
+        if len(persons) == 1 and len(cloths) > 1:
+            persons = persons * len(cloths)
+        elif len(cloths) == 1 and len(persons) > 1:
+            cloths = cloths * len(persons)
         if len(persons) != len(cloths):
             raise ValueError("run() needs as many persons as cloths")
         if output_size not in OUTPUT_SIZES:
@@ -420,14 +435,44 @@ class CPVTONPlusModel:
         c = self.prepare_cloth(cloth, cloth_mask=cloth_mask)
         return self.run([p], [c], output_size=output_size)[0]
 
-    def try_on_batch(self, pairs: Sequence[Mapping[str, Any]], *, output_size: str = "original"
+    def try_on_batch(self, pairs: Iterable[PairInput] | None = None, *, person: Any = None,
+                     cloths: Iterable[Any] | None = None, output_size: str = "original"
                      ) -> list[TryOnResult]:
-        """Many pairs, one forward pass per stage. Each pair is a mapping with ``person`` and
-        ``cloth`` and optionally ``parse``, ``pose``, ``person_mask``, ``cloth_mask``."""
-        persons, cloths = [], []
-        for pair in pairs:
-            persons.append(self.prepare_person(pair["person"], parse=pair.get("parse"),
-                                               pose=pair.get("pose"),
-                                               person_mask=pair.get("person_mask")))
-            cloths.append(self.prepare_cloth(pair["cloth"], cloth_mask=pair.get("cloth_mask")))
-        return self.run(persons, cloths, output_size=output_size)
+        """Many try-ons, one forward pass per stage; the same forms as the client's
+        ``try_on_batch``:
+
+        - ``pairs``: each a ``(person, cloth)`` tuple, or a mapping with ``person`` and ``cloth``
+          and optionally ``parse``, ``pose``, ``person_mask``, ``cloth_mask`` (:data:`PAIR_KEYS`);
+        - or one ``person`` (an image, or a :class:`PreparedPerson`) with ``cloths=[…]``: the
+          person is analysed once.
+
+        Raises :class:`errors.InvalidInput` (field ``pairs``) for any other form.
+        """
+        if (pairs is None) == (person is None):
+            raise InvalidInput("give either pairs or person and cloths", field="pairs")
+        if person is not None:
+            prepared = person if isinstance(person, PreparedPerson) else self.prepare_person(person)
+            cloth_list = [self.prepare_cloth(c) for c in cloths or ()]
+            return self.run([prepared] * len(cloth_list), cloth_list, output_size=output_size)
+        persons, cloth_list = [], []
+        for i, pair in enumerate(pairs):
+            item = pair_mapping(pair, f"pairs[{i}]")
+            persons.append(self.prepare_person(item["person"], parse=item.get("parse"),
+                                               pose=item.get("pose"),
+                                               person_mask=item.get("person_mask")))
+            cloth_list.append(self.prepare_cloth(item["cloth"], cloth_mask=item.get("cloth_mask")))
+        return self.run(persons, cloth_list, output_size=output_size)
+
+
+def pair_mapping(pair: PairInput, where: str = "pair") -> Mapping[str, Any]:
+    """A ``(person, cloth)`` tuple or a mapping of :data:`PAIR_KEYS` as a mapping (checked)."""
+    if isinstance(pair, Mapping):
+        unknown = sorted(set(pair) - set(PAIR_KEYS))
+        if unknown or "person" not in pair or "cloth" not in pair:
+            raise InvalidInput(f"{where}: a mapping needs 'person' and 'cloth' and may have "
+                               f"{PAIR_KEYS[2:]} (unknown: {unknown})", field="pairs")
+        return pair
+    if isinstance(pair, (tuple, list)) and len(pair) == 2:
+        return {"person": pair[0], "cloth": pair[1]}
+    raise InvalidInput(f"{where}: expected a (person, cloth) tuple or a mapping with 'person' "
+                       f"and 'cloth', got {type(pair).__name__}", field="pairs")
