@@ -307,7 +307,8 @@ class CPVTONPlusModel:
         """Decode the in-shop garment photo and its mask (computed by :mod:`preprocess` if absent).
 
         A garment photo of another size than 192×256 is padded with white to 3:4 (centred) and
-        resized; its mask follows the same transform.
+        resized; its mask follows the same transform. A photo of the garment worn by a person
+        (a face that is not a print on it) is refused: ``InvalidInput`` naming ``cloth_image``.
         """
         t0 = time.perf_counter()
         image = load_rgb(cloth, field="cloth_image", max_pixels=self.max_pixels)
@@ -321,6 +322,7 @@ class CPVTONPlusModel:
             mask = _preprocess_module().segment_cloth(image)
         if not mask.any():
             raise NoCloth("cloth_mask: the garment mask is empty", field="cloth_mask")
+        _preprocess_module().check_garment_alone(image, mask)
         model_image, model_mask = self._fit_cloth(image, mask)
         return PreparedCloth(cloth=normalize(np.asarray(model_image)),
                              mask=cloth_mask_tensor(model_mask), original=image,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from errors import NoCloth
+from errors import InvalidInput, NoCloth
 from images import load_rgb
 from vton_preprocess import config as _C
-from vton_preprocess.cloth import segment_cloth_array
+from vton_preprocess.cloth import find_wearer, segment_cloth_array
 from vton_preprocess.framing import Framing, frame_person
 from vton_preprocess.models import warm_up
 from vton_preprocess.person import (ModelInputs, PersonAnalysis, analyze_person, analyze_rgb,
@@ -23,6 +23,7 @@ from vton_preprocess.person import (ModelInputs, PersonAnalysis, analyze_person,
 MODEL_SIZE = _C.MODEL_SIZE
 
 __all__ = ["MODEL_SIZE", "PersonAnalysis", "analyze_person", "analyze_rgb", "segment_cloth",
+           "check_garment_alone",
            "Framing", "frame_person", "ModelInputs", "prepare_person", "landmarks_to_coco",
            "warm_up"]
 
@@ -37,3 +38,17 @@ def segment_cloth(image) -> np.ndarray:
     if mask.mean() < _C.CLOTH_MIN_AREA_FRAC:
         raise NoCloth("no garment found in the cloth image", field="cloth")
     return mask
+
+
+def check_garment_alone(image, mask: np.ndarray, *, field: str = "cloth_image") -> None:
+    """Refuse a garment photo that shows a person wearing the garment (a face above or beside
+    it, not printed on it): CP-VTON+ would warp the wearer's face and skin onto the try-on.
+
+    ``image``: the garment photo (PIL / array / path / bytes); ``mask``: its H×W bool garment
+    mask. Raises :class:`errors.InvalidInput` naming ``field``.
+    """
+    rgb = np.asarray(load_rgb(image, field=field))
+    if find_wearer(rgb, mask) is not None:
+        raise InvalidInput(
+            f"{field}: the garment photo shows a person (a face was found): send the garment "
+            "alone on a plain background, as an in-shop product photo", field=field)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from . import config as C
+from . import models
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +89,37 @@ def segment_cloth_array(rgb: np.ndarray) -> np.ndarray:
     if m.shape != (h, w):
         m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
     return m >= 0.5
+
+
+def face_is_printed(box: tuple[int, int, int, int], mask: np.ndarray) -> bool:
+    """Whether a face box (x0, y0, x1, y1 px) lies inside the garment: on the face's rows the
+    garment ``mask`` (H×W bool) extends at least ``CLOTH_PRINT_MARGIN_FACES`` face widths beyond
+    the box on both sides, as around a print on a shirt; a wearer's head is not flanked so."""
+    x0, y0, x1, y1 = box
+    h, w = mask.shape
+    rows = mask[max(0, y0):min(h, y1)]
+    if rows.size == 0:
+        return False
+    cols = np.flatnonzero(rows.any(axis=0))
+    if cols.size == 0:
+        return False
+    margin = C.CLOTH_PRINT_MARGIN_FACES * (x1 - x0)
+    return bool(cols[0] <= x0 - margin and cols[-1] >= x1 + margin)
+
+
+def find_wearer(rgb: np.ndarray, mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1 px) of a face that shows a person in a garment photo, or None.
+
+    ``rgb``: H×W×3 uint8 garment photo; ``mask``: its H×W bool garment mask. Faces printed on
+    the garment (see :func:`face_is_printed`) do not count.
+    """
+    h, w = rgb.shape[:2]
+    for det in models.run("face_detection", rgb).detections or []:
+        if det.score[0] < C.CLOTH_FACE_MIN_SCORE:
+            continue
+        r = det.location_data.relative_bounding_box
+        box = (int(r.xmin * w), int(r.ymin * h), int((r.xmin + r.width) * w),
+               int((r.ymin + r.height) * h))
+        if not face_is_printed(box, mask):
+            return box
+    return None
