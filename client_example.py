@@ -428,13 +428,13 @@ class CPVTONClient:
 
 
 # ------------------------------------------------------------------------------------------------
-# Examples (bundled images: scikit-image's astronaut and a drawn t-shirt)
+# Examples (bundled images: the person photo of test_input.json and drawn t-shirts)
 # ------------------------------------------------------------------------------------------------
 def example_sync(client: CPVTONClient) -> TryOnResult:
     """One synchronous try-on with the bundled sample images."""
     import sample_images
-    result = client.try_on_sync(sample_images.person_photo(), sample_images.garment(384, 512),
-                                output_format="jpeg")
+    person, cloth = sample_images.request_images()
+    result = client.try_on_sync(person, cloth, output_format="jpeg")
     print(f"sync: {result.image.size}, timings {result.info.get('timings_ms')}")
     return result
 
@@ -442,8 +442,8 @@ def example_sync(client: CPVTONClient) -> TryOnResult:
 def example_async(client: CPVTONClient) -> TryOnResult:
     """One asynchronous try-on (``/run`` then ``/status`` polling), with intermediates."""
     import sample_images
-    result = client.try_on_async(sample_images.person_photo(), sample_images.garment(384, 512),
-                                 return_intermediates=True)
+    person, cloth = sample_images.request_images()
+    result = client.try_on_async(person, cloth, return_intermediates=True)
     print(f"async: {result.image.size}, intermediates {sorted(result.intermediates)}")
     return result
 
@@ -453,7 +453,7 @@ def example_batch(client: CPVTONClient) -> list:
     import sample_images
     cloths = [sample_images.garment(384, 512, color) for color in
               ((200, 40, 60), (40, 140, 70), (30, 60, 160))]
-    results = client.try_on_batch(person=sample_images.person_photo(), cloths=cloths)
+    results = client.try_on_batch(person=sample_images.request_images()[0], cloths=cloths)
     for i, r in enumerate(results):
         print(f"batch[{i}]: {r if isinstance(r, CPVTONError) else r.image.size}")
     return results
@@ -492,8 +492,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             example_sync(client), example_async(client), example_batch(client)
             return 0
         import sample_images
-        person = args.person or sample_images.person_photo()
-        cloth = args.cloth or sample_images.garment(384, 512)
+        default_person, default_cloth = sample_images.request_images()
+        person = args.person or default_person
+        cloth = args.cloth or default_cloth
         call = client.try_on_async if args.use_async else client.try_on_sync
         result = call(person, cloth, output_format=args.format)
         out = Path(args.out or f"tryon.{EXTENSIONS[args.format]}")

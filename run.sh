@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run a command inside the project's virtual environment, creating or updating it first.
+#   ./run.sh                            # only install (or update) the environment
 #   ./run.sh python runpod_test.py      # local smoke run
 #   ./run.sh python -m pytest -q        # the test suite
 # The environment lives in .venv (override with VENV=...). It is rebuilt when a requirements
@@ -24,4 +25,5 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
 fi
 export PATH="$venv/bin:$PATH"
 cd "$here"
+(($#)) || { echo "run.sh: environment ready in $venv ($(du -sh "$venv" | cut -f1))" >&2; exit 0; }
 exec "$@"

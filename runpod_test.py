@@ -1,15 +1,17 @@
 """Local smoke run of the RunPod worker: one real try-on, with pictures and timings.
 
-    ./run.sh python runpod_test.py                          # bundled person photo + drawn t-shirt
+    ./run.sh python runpod_test.py                          # the images of test_input.json
     ./run.sh python runpod_test.py --person me.jpg --cloth shirt.png
     ./run.sh python runpod_test.py --api http://127.0.0.1:8000     # drive a running dev server:
-        python handler.py --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000
+        ./run.sh python handler.py --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000
 
 Without ``--api`` the worker's ``handler`` runs in this process, exactly as RunPod calls it.
 Writes ``outputs/runpod_test/result.<fmt>``, ``montage.png`` (person | cloth | warped cloth |
 result) and ``timings.json``. Without the official checkpoints it runs with RANDOM weights (the
-picture is then noise, and it says so); with them (CHECKPOINT_DIR) it uses them. The bundled
-person is scikit-image's ``astronaut`` photo; the garment is drawn by sample_images.py.
+picture is then noise, and it says so); with them (``./download_checkpoints.sh`` puts them where
+it looks, or CHECKPOINT_DIR) it uses them. The default person and garment are those of
+``test_input.json`` (scikit-image's ``astronaut`` photo and a t-shirt drawn by sample_images.py),
+so the smoke run needs nothing beyond the worker's own packages.
 """
 from __future__ import annotations
 
@@ -116,8 +118,8 @@ def run_api(url: str, person: Image.Image, cloth: Image.Image, fmt: str, repeats
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Local smoke run of the CP-VTON+ RunPod worker.")
-    parser.add_argument("--person", help="person photo (default: scikit-image's astronaut)")
-    parser.add_argument("--cloth", help="garment photo (default: a drawn t-shirt)")
+    parser.add_argument("--person", help="person photo (default: the one of test_input.json)")
+    parser.add_argument("--cloth", help="garment photo (default: the one of test_input.json)")
     parser.add_argument("--api", metavar="URL", help="dev server URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--out-dir", default="outputs/runpod_test")
     parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
@@ -139,8 +141,9 @@ def main(argv=None) -> int:
 def _smoke_run(args) -> int:
     """Run the smoke test as parsed from the command line; returns the exit status."""
     import sample_images
-    person = _load(args.person, "--person") if args.person else sample_images.person_photo()
-    cloth = _load(args.cloth, "--cloth") if args.cloth else sample_images.garment(384, 512)
+    default_person, default_cloth = sample_images.request_images()
+    person = _load(args.person, "--person") if args.person else default_person
+    cloth = _load(args.cloth, "--cloth") if args.cloth else default_cloth
     if args.api:
         output, times = run_api(args.api, person, cloth, args.format, max(1, args.repeats))
     else:

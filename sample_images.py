@@ -2,13 +2,19 @@
 
 Nothing here comes from a data set: :func:`person_photo` is scikit-image's bundled
 ``astronaut`` picture (a real upper-body photo of Eileen Collins, public domain, shipped in the
-scikit-image wheel), :func:`garment` is a t-shirt the project draws, and
-:func:`synthetic_person` is a drawn figure with an exact parse map, pose and mask, so that the
+scikit-image wheel: a development requirement), :func:`request_images` are the person photo (that
+picture, 320×320 JPEG) and drawn t-shirt of ``test_input.json`` (what the smoke run and the
+client use, with the worker's own packages only), :func:`garment` is a t-shirt the project draws,
+and :func:`synthetic_person` is a drawn figure with an exact parse map, pose and mask, so that the
 model can run without any person detector (warm-up, fast tests).
 """
 from __future__ import annotations
 
+import base64
+import io
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -48,6 +54,20 @@ def person_photo() -> Image.Image:
         raise ImportError("the bundled sample photo needs scikit-image "
                           "(pip install -r requirements-dev.txt)") from err
     return Image.fromarray(data.astronaut()).convert("RGB")
+
+
+#: The request ``python handler.py`` runs locally (tools/make_test_input.py writes it).
+TEST_INPUT = Path(__file__).resolve().parent / "test_input.json"
+
+
+def request_images() -> tuple[Image.Image, Image.Image]:
+    """(person, garment) of ``test_input.json`` as RGB PIL images (320×320 and 192×256)."""
+    fields = json.loads(TEST_INPUT.read_text())["input"]
+    images = []
+    for name in ("person_image", "cloth_image"):
+        data = fields[name].split(",", 1)[-1]                 # a data URI or plain base64
+        images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+    return images[0], images[1]
 
 
 def _scale(points, width: int, height: int):
