@@ -31,7 +31,8 @@ TOM_SEED = 5678
 RECIPE_FINGERPRINT_TENSORS = 3
 HOW_TO_GET = ("Get the official CP-VTON+ checkpoints with ./download_checkpoints.sh "
               "(see README_RUNPOD.md), or point CHECKPOINT_DIR / GMM_CHECKPOINT / TOM_CHECKPOINT "
-              "at them.")
+              "at them; ALLOW_RANDOM_WEIGHTS=1 runs without them, on random weights (a smoke "
+              "run: the pictures are noise).")
 
 
 @dataclass(frozen=True)
