@@ -264,7 +264,8 @@ def test_pinned_hashes_load_and_output_reports_the_loaded_weights(random_ckpt_di
     finally:
         handler.set_worker(None)
     assert out["success"] is True
-    assert out["weights"] == {"gmm_sha256": gmm[:12], "tom_sha256": tom[:12], "random": False}
+    # the files hold our random test recipe: recognised and flagged (issue 14, item 6)
+    assert out["weights"] == {"gmm_sha256": gmm[:12], "tom_sha256": tom[:12], "random": True}
 
 
 def test_dev_server_start_up_fails_on_a_tampered_checkpoint(random_ckpt_dir, tampered_dir):
