@@ -142,8 +142,14 @@ RUN python -c "import cv2, mediapipe, numpy, PIL, runpod, torch, torchvision"
 
 WORKDIR /app
 COPY --from=checkpoints /checkpoints /app/checkpoints
-COPY *.py grid.png ./
+# The serving code by name: the entry point, the model, its shared core, the preprocessing and the
+# worker package. Training code, tools, benchmarks and tests never ship
+# (tests/deploy/test_deploy_docker_and_env.py checks it).
+COPY handler.py cpvton_infer.py networks.py cp_dataset.py grid.png ./
+COPY vton_core/ ./vton_core/
 COPY vton_preprocess/ ./vton_preprocess/
+COPY worker/ ./worker/
+# The request `python handler.py` runs when started without a job (the SDK's local test mode).
 COPY test_input.json ./
 # Baked weights must load strictly as the CP-VTON+ networks (the checker is not shipped).
 RUN --mount=type=bind,source=tools/check_checkpoints.py,target=/tmp/check_checkpoints.py \

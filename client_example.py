@@ -432,7 +432,7 @@ class CPVTONClient:
 # ------------------------------------------------------------------------------------------------
 def example_sync(client: CPVTONClient) -> TryOnResult:
     """One synchronous try-on with the bundled sample images."""
-    import sample_images
+    from worker import sample_images
     person, cloth = sample_images.request_images()
     result = client.try_on_sync(person, cloth, output_format="jpeg")
     print(f"sync: {result.image.size}, timings {result.info.get('timings_ms')}")
@@ -441,7 +441,7 @@ def example_sync(client: CPVTONClient) -> TryOnResult:
 
 def example_async(client: CPVTONClient) -> TryOnResult:
     """One asynchronous try-on (``/run`` then ``/status`` polling), with intermediates."""
-    import sample_images
+    from worker import sample_images
     person, cloth = sample_images.request_images()
     result = client.try_on_async(person, cloth, return_intermediates=True)
     print(f"async: {result.image.size}, intermediates {sorted(result.intermediates)}")
@@ -450,7 +450,7 @@ def example_async(client: CPVTONClient) -> TryOnResult:
 
 def example_batch(client: CPVTONClient) -> list:
     """One person, three garment colours, one job."""
-    import sample_images
+    from worker import sample_images
     cloths = [sample_images.garment(384, 512, color) for color in
               ((200, 40, 60), (40, 140, 70), (30, 60, 160))]
     results = client.try_on_batch(person=sample_images.request_images()[0], cloths=cloths)
@@ -491,7 +491,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "examples":
             example_sync(client), example_async(client), example_batch(client)
             return 0
-        import sample_images
+        from worker import sample_images
         default_person, default_cloth = sample_images.request_images()
         person = args.person or default_person
         cloth = args.cloth or default_cloth

@@ -128,7 +128,8 @@ load_check() {
     return 0
   fi
   flag="--${name,,}"
-  if ! out=$("$load_py" "$checker" "$flag" "$file" 2>&1 >/dev/null); then
+  # PYTHONPATH: this checkout's modules, whatever else the interpreter has installed.
+  if ! out=$(PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$load_py" "$checker" "$flag" "$file" 2>&1 >/dev/null); then
     echo "does not load as the CP-VTON+ $name: $(grep -m1 'error:' <<<"$out" | sed 's/^[A-Z]*: error: //')"
     return 1
   fi

@@ -33,8 +33,8 @@ BANNER = "=" * 78
 def _load(path: str, option: str) -> Image.Image:
     """A photo as RGB with EXIF orientation applied, as the API loads it; a missing or
     undecodable file is a :class:`UsageError` naming the option."""
-    from errors import VTONError
-    from images import load_rgb
+    from vton_core.errors import VTONError
+    from vton_core.images import load_rgb
 
     try:
         return load_rgb(path, field=option)
@@ -70,8 +70,8 @@ def montage(panels: list, height: int = 384) -> Image.Image:
 def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -> tuple:
     """Run ``handler.handler`` in this process; returns (output dict, per-call ms, random)."""
     import handler
-    from settings import Settings
-    from weights import GMM_FILE, TOM_FILE
+    from vton_core.weights import GMM_FILE, TOM_FILE
+    from worker.settings import Settings
 
     settings = Settings.from_env()
     gmm = settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
 
 def _smoke_run(args) -> int:
     """Run the smoke test as parsed from the command line; returns the exit status."""
-    import sample_images
+    from worker import sample_images
     default_person, default_cloth = sample_images.request_images()
     person = _load(args.person, "--person") if args.person else default_person
     cloth = _load(args.cloth, "--cloth") if args.cloth else default_cloth

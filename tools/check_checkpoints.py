@@ -17,15 +17,13 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
+from networks import CLOTH_CHANNELS, DEFAULT_CONFIG, MASK_CHANNELS, TOM_OUTPUT_CHANNELS, build_gmm, build_tom
+from vton_core.errors import CheckpointError
+from vton_core.weights import GMM_FILE, TOM_FILE, load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from errors import CheckpointError  # noqa: E402
-from networks import (CLOTH_CHANNELS, DEFAULT_CONFIG, MASK_CHANNELS,  # noqa: E402
-                      TOM_OUTPUT_CHANNELS, build_gmm, build_tom)
-from weights import GMM_FILE, TOM_FILE, load_checkpoint  # noqa: E402
 
 PLAIN_CPVTON_HINT = ("a plain CP-VTON checkpoint (not CP-VTON+) has other input channels: its GMM "
                      "takes the cloth's 3 channels instead of the mask's 1, its TOM 25 instead of 26")

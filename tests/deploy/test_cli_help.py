@@ -34,7 +34,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 def test_help_works_and_changes_nothing(script, tmp_path):
     before = snapshot(ROOT)
     cmd = ["bash", str(script)] if script.suffix == ".sh" else [sys.executable, str(script)]
-    res = subprocess.run([*cmd, "--help"], cwd=tmp_path, capture_output=True, text=True,
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}          # as run.sh's editable install does
+    res = subprocess.run([*cmd, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "usage" in res.stdout.lower(), res.stdout[:500]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dev_server import dev_server
+from tests.helpers.dev_server import dev_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "README_RUNPOD.md", ROOT / "docs" / "API.md"]
@@ -155,7 +155,8 @@ def test_documented_command_lines_name_real_scripts_and_options():
             continue
         if script not in helps:
             cmd = ["bash", script] if script.endswith(".sh") else [sys.executable, script]
-            helps[script] = subprocess.run([*cmd, "--help"], cwd=ROOT, capture_output=True,
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}   # run.sh's editable install
+            helps[script] = subprocess.run([*cmd, "--help"], cwd=ROOT, env=env, capture_output=True,
                                            text=True, timeout=120, check=True).stdout
         for option in (w.split("=")[0] for w in words[1:] if w.startswith("--")):
             assert option in helps[script], f"{line}: {script} has no option {option}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import needs_shared, viton_pairs, viton_sample
+from tests.helpers.shared_data import needs_shared, viton_pairs, viton_sample
 from cpvton_infer import PAIR_KEYS, pair_mapping
-from errors import InvalidInput
+from vton_core.errors import InvalidInput
 
 pytestmark = needs_shared
 

@@ -7,7 +7,7 @@ import torch
 
 from cpvton_infer import CPVTONPlusModel
 from networks import build_gmm, build_tom
-from weights import (GMM_FILE, GMM_SEED, TOM_FILE, TOM_SEED, is_random_recipe, load_checkpoint,
+from vton_core.weights import (GMM_FILE, GMM_SEED, TOM_FILE, TOM_SEED, is_random_recipe, load_checkpoint,
                      matches_random_recipe, random_weights)
 
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 import handler
-import preprocess
-import sample_images
-from conftest import PHOTOS, VITON, needs_shared
-from errors import InvalidInput
-from images import load_rgb
-from settings import Settings
+import vton_preprocess as preprocess
+from tests.helpers.shared_data import PHOTOS, VITON, needs_shared
+from tests.helpers.worker_inputs import b64, person_fields
+from vton_core.errors import InvalidInput
+from vton_core.images import load_rgb
 from vton_preprocess import models
 from vton_preprocess.cloth import face_is_printed
-from worker_inputs import b64, person_fields
+from worker import sample_images
+from worker.settings import Settings
 
 GARMENTS = sorted([*(VITON / "test" / "cloth").glob("*"), *(PHOTOS / "cloth").glob("*")])
 # Person photos of ../shared whose face the detector finds at full size.
