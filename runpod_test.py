@@ -10,7 +10,7 @@ Writes ``outputs/runpod_test/result.<fmt>``, ``montage.png`` (person | cloth | w
 result) and ``timings.json``. Without the official checkpoints it runs with RANDOM weights (the
 picture is then noise, and it says so); with them (``./download_checkpoints.sh`` puts them where
 it looks, or CHECKPOINT_DIR) it uses them. The default person and garment are those of
-``test_input.json`` (scikit-image's ``astronaut`` photo and a t-shirt drawn by sample_images.py),
+``test_input.json`` (scikit-image's ``astronaut`` photo and a t-shirt drawn by worker/sample_images.py),
 so the smoke run needs nothing beyond the worker's own packages.
 """
 from __future__ import annotations

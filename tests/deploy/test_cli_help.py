@@ -30,6 +30,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", PY_TOOLS + SH_TOOLS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_help_works_and_changes_nothing(script, tmp_path):
     before = snapshot(ROOT)

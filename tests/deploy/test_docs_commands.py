@@ -29,6 +29,8 @@ PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 MAX_ARG_STRLEN = 32 * 4096
 DOC_PORT = "127.0.0.1:8000"             # the port the documents use for the dev server
 
+pytestmark = pytest.mark.slow            # a real dev server and CLI subprocesses
+
 
 def bash_blocks(path: Path) -> list[str]:
     return re.findall(r"```(?:bash|sh)\n(.*?)```", path.read_text(), flags=re.S)

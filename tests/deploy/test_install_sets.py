@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 GUARD = textwrap.dedent('''
@@ -70,6 +72,7 @@ GUARD = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_smoke_run_needs_only_the_worker_install(tmp_path, random_ckpt_dir):
     script = tmp_path / "guarded_smoke_run.py"
     script.write_text(GUARD)

@@ -45,6 +45,7 @@ def test_bad_file_is_a_one_line_error(tmp_path, option, content, message):
     assert len(lines) == 1 and option in lines[0] and message in lines[0], res.stderr
 
 
+@pytest.mark.slow
 def test_exif_portrait_upright_with_downloaded_weights(tmp_path, random_ckpt_dir):
     if not PHOTO.is_file():
         pytest.skip("../shared photos are not beside this checkout")
