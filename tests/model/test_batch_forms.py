@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers.shared_data import needs_shared, viton_pairs, viton_sample
 from cpvton_infer import PAIR_KEYS, pair_mapping
+from tests.helpers.shared_data import needs_shared, viton_pairs, viton_sample
 from vton_core.errors import InvalidInput
 
 pytestmark = needs_shared

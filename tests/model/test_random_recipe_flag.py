@@ -6,9 +6,17 @@ import logging
 import torch
 
 from cpvton_infer import CPVTONPlusModel
-from networks import build_gmm, build_tom
-from vton_core.weights import (GMM_FILE, GMM_SEED, TOM_FILE, TOM_SEED, is_random_recipe, load_checkpoint,
-                     matches_random_recipe, random_weights)
+from networks import build_gmm
+from vton_core.weights import (
+    GMM_FILE,
+    GMM_SEED,
+    TOM_FILE,
+    TOM_SEED,
+    is_random_recipe,
+    load_checkpoint,
+    matches_random_recipe,
+    random_weights,
+)
 
 
 def test_recipe_recognised_in_memory_and_real_weights_are_not():
