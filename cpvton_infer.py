@@ -29,7 +29,15 @@ from cp_dataset import CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoint
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
 from vton_core.errors import InvalidInput, NoCloth
 from vton_core.images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
-from vton_core.weights import GMM_FILE, TOM_FILE, WeightsInfo, is_random_recipe, load_checkpoint, random_weights, state_dict_sha256
+from vton_core.weights import (
+    GMM_FILE,
+    TOM_FILE,
+    WeightsInfo,
+    is_random_recipe,
+    load_checkpoint,
+    random_weights,
+    state_dict_sha256,
+)
 
 log = logging.getLogger(__name__)
 
