@@ -189,7 +189,8 @@ fetch() {
       *)
         # Nothing useful was received (404, DNS, refused...): do not leave an empty .part behind.
         if ((if_configured)) || [[ ! -s $part ]]; then rm -f -- "$part"; fi
-        download_failed "$name" "download failed (curl exit $rc) from $(redact_url "$url")"
+        download_failed "$name" "download failed (curl exit $rc) from $(redact_url "$url"); without
+access to it, get the files by hand (the authors' folder: $OFFICIAL_PAGE) and pass --from-dir DIR"
         return 0 ;;
     esac
   fi
