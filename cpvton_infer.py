@@ -199,7 +199,7 @@ class CPVTONPlusModel:
             project's CPU benchmark it gave no gain, ratio 1.06).
         max_pixels: decoded-pixel limit per input image.
 
-    Raises :class:`errors.CheckpointError` (naming the path) for a missing or malformed file.
+    Raises :class:`vton_core.errors.CheckpointError` (naming the path) for a missing or malformed file.
     """
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
@@ -269,10 +269,10 @@ class CPVTONPlusModel:
             try:
                 keypoints = keypoints_from_openpose(pose, self.cfg.num_keypoints)
             except ValueError as exc:
-                raise InvalidInput(f"person_pose: {exc}", field="person_pose") from None
+                raise InvalidInput(str(exc), field="person_pose") from None
         for name, arr in (("person_parse", parse_arr), ("person_mask", mask_arr)):
             if arr is not None and arr.shape != (image.height, image.width):
-                raise InvalidInput(f"{name}: size {arr.shape[1]}x{arr.shape[0]} differs from the "
+                raise InvalidInput(f"size {arr.shape[1]}x{arr.shape[0]} differs from the "
                                    f"person image's {image.width}x{image.height}", field=name)
         timings["decode"] = _ms(t0)
 
@@ -305,12 +305,12 @@ class CPVTONPlusModel:
             mask = load_mask(cloth_mask, field="cloth_mask", threshold=MASK_THRESHOLD,
                              max_pixels=self.max_pixels)
             if mask.shape != (image.height, image.width):
-                raise InvalidInput(f"cloth_mask: size {mask.shape[1]}x{mask.shape[0]} differs from "
+                raise InvalidInput(f"size {mask.shape[1]}x{mask.shape[0]} differs from "
                                    f"the cloth image's {image.width}x{image.height}", field="cloth_mask")
         else:
             mask = _preprocess_module().segment_cloth(image)
         if not mask.any():
-            raise NoCloth("cloth_mask: the garment mask is empty", field="cloth_mask")
+            raise NoCloth("the garment mask is empty", field="cloth_mask")
         model_image, model_mask = self._fit_cloth(image, mask)
         return PreparedCloth(cloth=normalize(np.asarray(model_image)),
                              mask=cloth_mask_tensor(model_mask), original=image,
@@ -364,7 +364,7 @@ class CPVTONPlusModel:
         if len(persons) != len(cloths):
             raise ValueError("run() needs as many persons as cloths")
         if output_size not in OUTPUT_SIZES:
-            raise InvalidInput(f"output_size must be one of {OUTPUT_SIZES}", field="output_size")
+            raise InvalidInput(f"must be one of {OUTPUT_SIZES}", field="output_size")
         if not persons:
             return []
         t0 = time.perf_counter()

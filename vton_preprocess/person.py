@@ -239,7 +239,7 @@ def analyze_person(image) -> PersonAnalysis:
     """Keypoints, parse and body mask of the (largest) person in ``image``.
 
     image: PIL image, H×W×3 uint8 array or path/bytes (EXIF orientation honoured; any mode).
-    Raises :class:`errors.NoPerson` when no person is found, :class:`errors.InvalidImage` for
+    Raises :class:`vton_core.errors.NoPerson` when no person is found, :class:`vton_core.errors.InvalidImage` for
     unreadable input.
     """
     return analyze_rgb(np.asarray(load_rgb(image, field="image")))
@@ -265,15 +265,15 @@ def _check_pose(pose, size) -> np.ndarray:
     try:
         kp = np.asarray(pose, dtype=np.float32).reshape(18, 3)
     except Exception:
-        raise InvalidInput("pose must be 18 (x, y, confidence) triples", field="pose") from None
+        raise InvalidInput("must be 18 (x, y, confidence) triples", field="pose") from None
     if not np.isfinite(kp).all():
-        raise InvalidInput("pose has non-finite values", field="pose")
+        raise InvalidInput("has non-finite values", field="pose")
     return kp
 
 
 def _check_size(a: np.ndarray, size: tuple[int, int], field: str) -> None:
     if (a.shape[1], a.shape[0]) != size:
-        raise InvalidInput(f"{field} is {a.shape[1]}x{a.shape[0]}, the image is "
+        raise InvalidInput(f"is {a.shape[1]}x{a.shape[0]}, the image is "
                            f"{size[0]}x{size[1]}", field=field)
 
 
