@@ -181,61 +181,95 @@ def _preprocess_module():
 
 
 # ------------------------------------------------------------------------------------------------
-# The predictor
+# The builder
 # ------------------------------------------------------------------------------------------------
-class CPVTONPlusModel:
-    """CP-VTON+ (GMM + TOM) with checkpoint loading, preprocessing and batched inference.
+@dataclass
+class CPVTONNetworks:
+    """GMM and TOM with their weights loaded, frozen, on ``device``; ``weights`` says which."""
+
+    gmm: torch.nn.Module
+    tom: torch.nn.Module
+    weights: WeightsInfo
+    device: torch.device
+    channels_last: bool
+    cfg: CPVTONConfig = DEFAULT_CONFIG
+
+
+def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto", *,
+                gmm_checkpoint: str | os.PathLike | None = None, tom_checkpoint: str | os.PathLike | None = None,
+                gmm_sha256: str | None = None, tom_sha256: str | None = None,
+                allow_random_weights: bool = False, channels_last: bool | str = "auto",
+                cfg: CPVTONConfig = DEFAULT_CONFIG) -> CPVTONNetworks:
+    """Build GMM and TOM and load the CP-VTON+ checkpoints into them (strictly).
 
     Args:
         checkpoint_dir: folder holding ``GMM/gmm_final.pth`` and ``TOM/tom_final.pth``.
         device: "auto" (CUDA if visible, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
-        precision: "auto" (fp32 on CPU; bf16, or fp16 where bf16 is unsupported, on CUDA),
-            "fp32", "bf16" or "fp16" (reduced precisions run under autocast).
         gmm_checkpoint, tom_checkpoint: override the two file paths.
+        gmm_sha256, tom_sha256: expected file hashes; a file with another hash is refused.
         allow_random_weights: only for smoke runs: if a checkpoint file is missing, use the
             deterministic random weights instead of failing; results then say ``random_weights``.
-        gmm_sha256, tom_sha256: expected file hashes; a file with another hash is refused.
-        channels_last: NHWC memory format for the convolutions; "auto" = on CUDA only (on this
-            project's CPU benchmark it gave no gain, ratio 1.06).
-        max_pixels: decoded-pixel limit per input image.
+        channels_last: NHWC memory format for the convolutions; "auto" = on CUDA only (the CPU
+            measurement is in README_RUNPOD.md § Performance).
 
     Raises :class:`vton_core.errors.CheckpointError` (naming the path) for a missing or malformed file.
     """
+    dev = _resolve_device(device)
+    # Built on the meta device (no random initialisation: it is replaced by the weights anyway,
+    # and would cost cold-start time); the geometry buffers are computed for real.
+    with torch.device("meta"):
+        gmm, tom = build_gmm(cfg), build_tom(cfg)
+    ckpt = Path(checkpoint_dir)
+    gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
+    tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
+    if allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()):
+        gmm_state, tom_state = random_weights(cfg)
+        gmm.load_state_dict(gmm_state, strict=True, assign=True)
+        tom.load_state_dict(tom_state, strict=True, assign=True)
+        weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state), random=True)
+        log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
+                    "(allow_random_weights=True)", gmm_path, tom_path)
+    else:
+        weights = WeightsInfo(load_checkpoint(gmm, gmm_path, gmm_sha256),
+                              load_checkpoint(tom, tom_path, tom_sha256), random=False,
+                              gmm_path=str(gmm_path), tom_path=str(tom_path))
+    nhwc = (dev.type == "cuda") if channels_last == "auto" else bool(channels_last)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    for net in (gmm, tom):
+        net.to(dev, memory_format=fmt).requires_grad_(False)
+    return CPVTONNetworks(gmm, tom, weights, dev, nhwc, cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# The predictor
+# ------------------------------------------------------------------------------------------------
+class CPVTONPlusModel:
+    """CP-VTON+ try-on: preprocessing, batched inference and paste-back over built networks.
+
+    Given ``networks`` (from :func:`build_model`) it uses them; otherwise it builds them with
+    :func:`build_model` from ``checkpoint_dir``, ``device`` and the checkpoint options, which are
+    documented there.
+
+    Args:
+        precision: "auto" (fp32 on CPU; bf16, or fp16 where bf16 is unsupported, on CUDA),
+            "fp32", "bf16" or "fp16" (reduced precisions run under autocast).
+        max_pixels: decoded-pixel limit per input image.
+    """
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
-                 precision: str = "auto", *, gmm_checkpoint: str | os.PathLike | None = None,
-                 tom_checkpoint: str | os.PathLike | None = None, allow_random_weights: bool = False,
-                 gmm_sha256: str | None = None, tom_sha256: str | None = None,
-                 channels_last: bool | str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, cfg: CPVTONConfig = DEFAULT_CONFIG):
-        self.cfg = cfg
-        self.max_pixels = max_pixels
-        self.device = _resolve_device(device)
-        self.precision = _resolve_precision(precision, self.device)
-        # Built on the meta device (no random initialisation: it is replaced by the weights
-        # anyway, and costs ~0.3 s of cold start); the geometry buffers are computed for real.
-        with torch.device("meta"):
-            self.gmm = build_gmm(cfg)
-            self.tom = build_tom(cfg)
-        ckpt = Path(checkpoint_dir)
-        gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
-        tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
-        if allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()):
-            gmm_state, tom_state = random_weights(cfg)
-            self.gmm.load_state_dict(gmm_state, strict=True, assign=True)
-            self.tom.load_state_dict(tom_state, strict=True, assign=True)
-            self.weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
-                                       random=True)
-            log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
-                        "(allow_random_weights=True)", gmm_path, tom_path)
-        else:
-            self.weights = WeightsInfo(load_checkpoint(self.gmm, gmm_path, gmm_sha256),
-                                       load_checkpoint(self.tom, tom_path, tom_sha256), random=False,
-                                       gmm_path=str(gmm_path), tom_path=str(tom_path))
-        self.channels_last = (self.device.type == "cuda") if channels_last == "auto" else bool(channels_last)
+                 precision: str = "auto", *, networks: CPVTONNetworks | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, **build_options):
+        if networks is None:
+            networks = build_model(checkpoint_dir, device, **build_options)
+        elif build_options:
+            raise TypeError(f"build options {sorted(build_options)} given with built networks")
+        self.networks = networks
+        self.gmm, self.tom, self.weights = networks.gmm, networks.tom, networks.weights
+        self.cfg, self.device, self.channels_last = networks.cfg, networks.device, networks.channels_last
         self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for net in (self.gmm, self.tom):
-            net.to(self.device, memory_format=self._memory_format).requires_grad_(False)
-        self.grid_image = cp_dataset.grid_image_tensor(cfg)        # 3×H×W in [-1, 1]
+        self.precision = _resolve_precision(precision, self.device)
+        self.max_pixels = max_pixels
+        self.grid_image = cp_dataset.grid_image_tensor(self.cfg)        # 3×H×W in [-1, 1]
 
     # -- configuration -------------------------------------------------------------------------
     @property

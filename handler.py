@@ -37,14 +37,15 @@ _WORKER_LOCK = threading.Lock()
 # Start-up: fitness checks, model loading and warm-up
 # ----------------------------------------------------------------------------------------------
 def load_model(settings: Settings):
-    """The CP-VTON+ model as configured (raises CheckpointError naming a missing, unreadable or
+    """The CP-VTON+ predictor as configured (raises CheckpointError naming a missing, unreadable or
     tampered file: with GMM_SHA256 / TOM_SHA256 set, a file with another sha256 is refused)."""
-    from cpvton_infer import CPVTONPlusModel
-    return CPVTONPlusModel(settings.checkpoint_dir, device=settings.device,
-                           precision=settings.precision, gmm_checkpoint=settings.gmm_checkpoint,
+    from cpvton_infer import CPVTONPlusModel, build_model
+    networks = build_model(settings.checkpoint_dir, settings.device,
+                           gmm_checkpoint=settings.gmm_checkpoint,
                            tom_checkpoint=settings.tom_checkpoint,
                            gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
-                           allow_random_weights=settings.allow_random_weights,
+                           allow_random_weights=settings.allow_random_weights)
+    return CPVTONPlusModel(networks=networks, precision=settings.precision,
                            max_pixels=settings.max_image_pixels)
 
 
