@@ -28,7 +28,7 @@ import cp_dataset
 from cp_dataset import CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose, normalize, person_representations
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
 from vton_core.errors import InvalidInput, NoCloth
-from vton_core.images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
+from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
 from vton_core.weights import GMM_FILE, TOM_FILE, WeightsInfo, load_checkpoint, random_weights, state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ class PreparedPerson:
     image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
     model pixels; original: the photo as received (RGB); framing: how it maps to the model crop
     (``None`` when the photo already is 192×256 and was used as is). The two 22-channel
-    representations are derived on demand (:meth:`representations`, ~2 ms) rather than stored,
-    so that a cached person costs ~3 MB instead of ~12 MB.
+    representations are derived on demand (:meth:`representations`) rather than stored, so that
+    a cached person holds a quarter of the memory (both figures: README_RUNPOD.md § Performance).
     """
 
     image: torch.Tensor
@@ -117,14 +117,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def to_pil(x: torch.Tensor) -> Image.Image:
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     """C×H×W in [-1, 1] (C = 1 or 3) → PIL L or RGB."""
     return Image.fromarray(to_uint8(x))
 
 
 def mask_to_pil(m: torch.Tensor) -> Image.Image:
     """1×H×W in [0, 1] → PIL L."""
-    return to_pil(m * 2 - 1)
+    return tensor_to_pil(m * 2 - 1)
 
 
 def replaced_region(parse: np.ndarray, warped_mask: np.ndarray) -> np.ndarray:
@@ -305,9 +305,8 @@ class CPVTONPlusModel:
             except ValueError as exc:
                 raise InvalidInput(str(exc), field="person_pose") from None
         for name, arr in (("person_parse", parse_arr), ("person_mask", mask_arr)):
-            if arr is not None and arr.shape != (image.height, image.width):
-                raise InvalidInput(f"size {arr.shape[1]}x{arr.shape[0]} differs from the "
-                                   f"person image's {image.width}x{image.height}", field=name)
+            if arr is not None:
+                check_same_size(arr, image.size, field=name, image_name="the person image")
         timings["decode"] = _ms(t0)
 
         t1 = time.perf_counter()
@@ -315,7 +314,7 @@ class CPVTONPlusModel:
         if complete and image.size == self.model_size:
             model_image, framing, num_people, notes = image, None, 1, ()
         else:
-            prepared = _preprocess_module().prepare_person(
+            prepared = _preprocess_module().person_model_inputs(
                 image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
             model_image, framing = prepared.image, prepared.framing
             parse_arr, mask_arr, keypoints = prepared.parse, prepared.body_mask, prepared.keypoints
@@ -338,9 +337,7 @@ class CPVTONPlusModel:
         if cloth_mask is not None:
             mask = load_mask(cloth_mask, field="cloth_mask", threshold=MASK_THRESHOLD,
                              max_pixels=self.max_pixels)
-            if mask.shape != (image.height, image.width):
-                raise InvalidInput(f"size {mask.shape[1]}x{mask.shape[0]} differs from "
-                                   f"the cloth image's {image.width}x{image.height}", field="cloth_mask")
+            check_same_size(mask, image.size, field="cloth_mask", image_name="the cloth image")
         else:
             mask = _preprocess_module().segment_cloth(image)
         if not mask.any():
@@ -422,7 +419,7 @@ class CPVTONPlusModel:
     def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
                 grid_vis: torch.Tensor, output_size: str, batch_ms: dict) -> TryOnResult:
         t0 = time.perf_counter()
-        model_image = to_pil(out["tryon"][i])
+        model_image = tensor_to_pil(out["tryon"][i])
         warped_mask = out["warped_mask"][i]
         image = model_image
         if output_size == "original" and person.framing is not None:
@@ -433,9 +430,9 @@ class CPVTONPlusModel:
             notes += ("random weights: the image is not a real try-on",)
         timings = {**person.timings_ms, **cloth.timings_ms, **batch_ms}
         result = TryOnResult(
-            image=image, model_image=model_image, warped_cloth=to_pil(out["warped_cloth"][i]),
-            warped_mask=mask_to_pil(warped_mask), rendered=to_pil(out["rendered"][i]),
-            composite_mask=mask_to_pil(out["composite_mask"][i]), warped_grid=to_pil(grid_vis),
+            image=image, model_image=model_image, warped_cloth=tensor_to_pil(out["warped_cloth"][i]),
+            warped_mask=mask_to_pil(warped_mask), rendered=tensor_to_pil(out["rendered"][i]),
+            composite_mask=mask_to_pil(out["composite_mask"][i]), warped_grid=tensor_to_pil(grid_vis),
             parse=person.parse, keypoints=person.keypoints, random_weights=self.weights.random,
             notes=notes, timings_ms=timings)
         result.timings_ms["postprocess"] = _ms(t0)

@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from vton_core.errors import ImageTooLarge, InvalidImage
+from vton_core.errors import ImageTooLarge, InvalidImage, InvalidInput
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -167,3 +167,12 @@ def load_mask(src: ImageSource, *, field: str = "mask", threshold: int = 128,
         im = rgb
     return np.asarray(im.convert("L"), dtype=np.uint8) >= threshold
 
+
+def check_same_size(annotation: np.ndarray, size: tuple[int, int], *, field: str,
+                    image_name: str = "the image") -> None:
+    """Raise :class:`InvalidInput` naming ``field`` unless the H×W ``annotation`` (a parse or a
+    mask) has the image's ``size`` (width, height)."""
+    height, width = annotation.shape[:2]
+    if (width, height) != tuple(size):
+        raise InvalidInput(f"size {width}x{height} differs from {image_name}'s {size[0]}x{size[1]}",
+                           field=field)
