@@ -272,7 +272,7 @@ def _local_imports(path: Path) -> set[Path]:
 
 
 def _project_py_files() -> list[Path]:
-    """The worker's Python files: everything handler.py (and settings.py) imports, transitively.
+    """The worker's Python files: everything handler.py (and worker/settings.py) imports, transitively.
 
     Client-side examples and tools read their own variables (an API key, an endpoint id); those are
     not the worker's and do not belong in .env.example. Without handler.py, every top-level module
@@ -414,6 +414,7 @@ def test_run_like_container_runs_cmd_with_image_env(tmp_path):
     assert res.stdout.strip() == "True hello world None True ['x']"
 
 
+@pytest.mark.slow
 def test_container_entrypoint_runs_one_job(tmp_path):
     """The image's exact CMD and ENV run the Hub's test request through the runpod SDK's local
     test mode (CPU, random-weight checkpoints in the official format)."""
