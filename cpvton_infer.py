@@ -483,7 +483,7 @@ class CPVTONPlusModel:
         - or one ``person`` (an image, or a :class:`PreparedPerson`) with ``cloths=[…]``: the
           person is analysed once.
 
-        Raises :class:`errors.InvalidInput` (field ``pairs``) for any other form.
+        Raises :class:`vton_core.errors.InvalidInput` (field ``pairs[i]``) for any other form.
         """
         if (pairs is None) == (person is None):
             raise InvalidInput("give either pairs or person and cloths", field="pairs")
@@ -506,10 +506,10 @@ def pair_mapping(pair: PairInput, where: str = "pair") -> Mapping[str, Any]:
     if isinstance(pair, Mapping):
         unknown = sorted(set(pair) - set(PAIR_KEYS))
         if unknown or "person" not in pair or "cloth" not in pair:
-            raise InvalidInput(f"{where}: a mapping needs 'person' and 'cloth' and may have "
-                               f"{PAIR_KEYS[2:]} (unknown: {unknown})", field="pairs")
+            raise InvalidInput(f"a mapping needs 'person' and 'cloth' and may have {PAIR_KEYS[2:]} "
+                               f"(unknown: {unknown})", field=where)
         return pair
     if isinstance(pair, (tuple, list)) and len(pair) == 2:
         return {"person": pair[0], "cloth": pair[1]}
-    raise InvalidInput(f"{where}: expected a (person, cloth) tuple or a mapping with 'person' "
-                       f"and 'cloth', got {type(pair).__name__}", field="pairs")
+    raise InvalidInput(f"expected a (person, cloth) tuple or a mapping with 'person' and 'cloth', "
+                       f"got {type(pair).__name__}", field=where)

@@ -39,7 +39,7 @@ def _load(path: str, option: str) -> Image.Image:
     try:
         return load_rgb(path, field=option)
     except VTONError as err:
-        raise UsageError(f"{err.message} ({path})") from None
+        raise UsageError(f"{option}: {err.message} ({path})") from None
 
 
 class UsageError(Exception):

@@ -57,5 +57,5 @@ def check_garment_alone(image, mask: np.ndarray, *, field: str = "cloth_image") 
     rgb = np.asarray(load_rgb(image, field=field))
     if find_wearer(rgb, mask) is not None:
         raise InvalidInput(
-            f"{field}: the garment photo shows a person (a face was found): send the garment "
-            "alone on a plain background, as an in-shop product photo", field=field)
+            "the garment photo shows a person (a face was found): send the garment alone on a "
+            "plain background, as an in-shop product photo", field=field)

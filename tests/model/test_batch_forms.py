@@ -58,7 +58,7 @@ def test_run_accepts_one_prepared_person_and_generators(model):
 def test_other_forms_are_a_clear_error(bad):
     with pytest.raises(InvalidInput) as info:
         pair_mapping(bad, "pairs[0]")
-    assert info.value.field == "pairs" and "pairs[0]" in info.value.message
+    assert info.value.field == "pairs[0]" and "person" in info.value.message
 
 
 def test_the_client_takes_the_same_pair_forms():
