@@ -18,7 +18,7 @@ import numpy as np
 
 from cp_dataset import keypoints_from_openpose
 from cpvton_infer import OUTPUT_SIZES
-from errors import BatchTooLarge, InvalidInput
+from errors import BatchTooLarge, InvalidInput, echoed_name
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
 CLOTH_FIELDS = ("cloth_image", "cloth_image_url", "cloth_mask")
@@ -112,8 +112,8 @@ def _type_name(value: Any) -> str:
 def _check_keys(obj: dict, allowed: Sequence[str], prefix: str) -> None:
     for key in obj:
         if not isinstance(key, str) or key not in allowed:
-            shown = key if isinstance(key, str) else repr(key)
-            raise InvalidInput(f"{_where(prefix, shown[:64])}: unknown field", field=_where(prefix, shown[:64]))
+            field = _where(prefix, echoed_name(key))
+            raise InvalidInput(f"{field}: unknown field", field=field)
 
 
 def _b64_field(obj: dict, name: str, prefix: str) -> Optional[ImageRef]:

@@ -3,9 +3,40 @@
 Every error that a caller can cause carries a stable ``code`` (what the handler returns as
 ``"<CODE>: <message>"``) and, where it applies, the input ``field`` it concerns. Messages are
 written for the client: they never contain file-system paths of the server, tracebacks or image
-data. ``CheckpointError`` is the exception: it is an operator's error and names the path.
+data. ``CheckpointError`` is the exception: it is an operator's error and names the path, so its
+client text (:meth:`VTONError.client_message`) is a fixed sentence and the details go to the log.
+
+:meth:`VTONError.client_message` is the one place where client text is built, and it passes
+through :func:`client_text`: whatever a client sent and we echo (a field name, say) comes back as
+printable, valid UTF-8 of bounded length, so the response can always be sent.
 """
 from __future__ import annotations
+
+import unicodedata
+
+#: Longest client message (characters); longer ones are cut with an ellipsis.
+MAX_CLIENT_TEXT = 1000
+#: Longest echoed client-supplied name (a field name) in characters.
+MAX_ECHOED_NAME = 64
+#: Unicode categories dropped from client text: controls, formats (bidi overrides, zero-width
+#: characters), surrogates, private use, unassigned code points, line and paragraph separators.
+_UNSAFE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def client_text(text: object, limit: int = MAX_CLIENT_TEXT) -> str:
+    """``text`` made safe to return and to log: valid UTF-8, printable, at most ``limit`` chars.
+
+    Every character in :data:`_UNSAFE_CATEGORIES` (lone surrogates, controls such as newlines,
+    bidi overrides) becomes ``?``; a longer text is cut and ends with ``…``.
+    """
+    s = str(text)
+    clean = "".join("?" if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in s)
+    return clean if len(clean) <= limit else clean[:limit - 1] + "…"
+
+
+def echoed_name(name: object) -> str:
+    """A client-supplied name (a JSON key) as it may appear in a message or a ``field``."""
+    return client_text(name if isinstance(name, str) else repr(name), MAX_ECHOED_NAME)
 
 
 class VTONError(Exception):
@@ -19,8 +50,8 @@ class VTONError(Exception):
         self.field = field
 
     def client_message(self) -> str:
-        """``"<CODE>: <message>"``, the form the worker returns to clients."""
-        return f"{self.code}: {self.message}"
+        """``"<CODE>: <message>"``, the form the worker returns to clients (see :func:`client_text`)."""
+        return client_text(f"{self.code}: {self.message}")
 
 
 class InvalidInput(VTONError):
@@ -60,6 +91,15 @@ class BatchTooLarge(VTONError):
 
 
 class CheckpointError(VTONError):
-    """A checkpoint file is missing, unreadable or not in the official format."""
+    """A checkpoint file is missing, unreadable or not in the official format.
+
+    Its message names the path for the operator's log; clients get :data:`CLIENT_TEXT` only.
+    """
 
     code = "CHECKPOINT_ERROR"
+    #: What a client sees: no server path, no file name.
+    CLIENT_TEXT = ("the worker's model checkpoints are missing or invalid; the operator has the "
+                   "details in the worker log")
+
+    def client_message(self) -> str:
+        return client_text(f"{self.code}: {self.CLIENT_TEXT}")

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import payloads
 from api_schema import INTERMEDIATES, ClothSpec, ImageRef, Options, PersonSpec, Request, parse_request
 from batcher import MicroBatcher
-from errors import CheckpointError, InvalidInput, VTONError
+from errors import CheckpointError, InvalidInput, VTONError, client_text
 from person_cache import PersonCache, person_key
 from settings import Settings
 
@@ -33,6 +33,8 @@ log = logging.getLogger("cpvton.worker")
 
 #: What a client sees for an unexpected failure (the details go to the worker log only).
 INTERNAL_MESSAGE = "INTERNAL: the worker failed to process this job; it has been logged"
+#: Longest job id kept for logs and S3 prefixes (RunPod's ids are far shorter).
+MAX_JOB_ID_CHARS = 128
 
 
 # ----------------------------------------------------------------------------------------------
@@ -552,13 +554,15 @@ def handler(job: Any) -> dict:
     job_id = "unknown"
     try:
         if isinstance(job, dict):
-            job_id = str(job.get("id", "local"))[:128]
+            job_id = client_text(job.get("id", "local"), MAX_JOB_ID_CHARS)
         else:
             raise InvalidInput("job: expected an object with an 'input' field", field="job")
         worker = get_worker()
         request = parse_request(job.get("input"), max_items=worker.settings.max_batch_items)
         return worker.process(request, {**job, "id": job_id})
     except VTONError as err:
+        if isinstance(err, CheckpointError):   # the operator's error: the path goes to the log only
+            log.error("job %s: %s", job_id, err.message)
         log.info(json.dumps({"event": "job", "job_id": job_id, "outcome": "FAILED",
                              "error_code": err.code}, separators=(",", ":")))
         return {"error": err.client_message()}
