@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 import cp_dataset
-from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose,
+from cp_dataset import (CLOTH_LABELS, LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose,
                         normalize, person_representations)
-from errors import InvalidInput, NoCloth
+from errors import InvalidInput, NoCloth, NoPerson, VTONError
 from images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
 from weights import (GMM_FILE, TOM_FILE, WeightsInfo, load_checkpoint, random_weights,
@@ -40,7 +40,12 @@ OUTPUT_SIZES = ("original", "model")
 #: Parse labels that the try-on replaces when the result is pasted back into a photo:
 #: the upper-body garment and the arms (the new garment may have other sleeves).
 REPLACED_LABELS = CLOTH_LABELS + (14, 15)
+#: The highest parse label CP-VTON+ knows (20, the neck); a caller's parse may hold 0..MAX_LABEL.
+MAX_LABEL = max(LABELS.values())
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Field names of the preprocessing API → the predictor's names (used in its errors).
+_PERSON_FIELDS = {"image": "person_image", "pose": "person_pose", "parse": "person_parse",
+                  "body_mask": "person_mask"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,6 +175,17 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _person_field_names():
+    """Re-raise the preprocessing's errors under the predictor's field names (``person_*``)."""
+    try:
+        yield
+    except VTONError as err:
+        if err.field not in _PERSON_FIELDS:
+            raise
+        raise type(err)(err.message, field=_PERSON_FIELDS[err.field]) from None
+
+
 def _preprocess_module():
     """The automatic preprocessing module, imported on first use (it loads MediaPipe)."""
     try:
@@ -263,6 +279,7 @@ class CPVTONPlusModel:
         timings: dict[str, float] = {}
         image = load_rgb(person, field="person_image", max_pixels=self.max_pixels)
         parse_arr = None if parse is None else load_label_map(parse, field="person_parse",
+                                                              max_label=MAX_LABEL,
                                                               max_pixels=self.max_pixels)
         mask_arr = None if person_mask is None else load_mask(person_mask, field="person_mask",
                                                               threshold=1, max_pixels=self.max_pixels)
@@ -276,6 +293,16 @@ class CPVTONPlusModel:
             if arr is not None and arr.shape != (image.height, image.width):
                 raise InvalidInput(f"{name}: size {arr.shape[1]}x{arr.shape[0]} differs from the "
                                    f"person image's {image.width}x{image.height}", field=name)
+        if mask_arr is not None and not mask_arr.any():
+            raise NoPerson("person_mask: the mask is empty (all black); the person must be "
+                           "non-zero (white)", field="person_mask")
+        if parse_arr is not None and not parse_arr.any():
+            raise NoPerson("person_parse: the label map holds only background (label 0)",
+                           field="person_parse")
+        if keypoints is not None:
+            from vton_preprocess.framing import check_keypoints_in_photo
+            with _person_field_names():
+                check_keypoints_in_photo(keypoints, image.size)
         timings["decode"] = _ms(t0)
 
         t1 = time.perf_counter()
@@ -283,8 +310,9 @@ class CPVTONPlusModel:
         if complete and image.size == self.model_size:
             model_image, framing, num_people, notes = image, None, 1, ()
         else:
-            prepared = _preprocess_module().prepare_person(
-                image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
+            with _person_field_names():
+                prepared = _preprocess_module().prepare_person(
+                    image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
             model_image, framing = prepared.image, prepared.framing
             parse_arr, mask_arr, keypoints = prepared.parse, prepared.body_mask, prepared.keypoints
             num_people, notes = prepared.num_people, tuple(prepared.notes)

@@ -235,6 +235,10 @@ class Worker:
         for p_index, spec in enumerate(request.persons):
             try:
                 persons_loaded[p_index] = self._load_person(spec, timings)
+                payloads.check_output_fits(request.options.output_format,
+                                           request.options.output_size,
+                                           persons_loaded[p_index].size,
+                                           model_size=self.model.model_size)
             except VTONError as err:
                 person_errors[p_index] = err
         clothes_loaded: dict = {}

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from api_schema import ImageRef
 from errors import ImageTooLarge, InvalidImage, InvalidInput, VTONError
+from images import check_dimensions
 
 log = logging.getLogger("cpvton.worker")
 
@@ -39,6 +40,8 @@ _CHUNK_BYTES = 64 * 1024
 _USER_AGENT = "cpvton-runpod-worker/1.0"
 
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+#: Longest side each output format can hold (PNG's 2^31 - 1 is beyond any accepted input).
+FORMAT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65_535, "webp": 16_383}
 
 #: Colours of the 20 LIP labels used by CP-VTON's parse maps (palette of the ``parse`` output).
 LIP_PALETTE = (
@@ -73,12 +76,17 @@ def _strip_b64(text: str) -> str:
     return _WHITESPACE.sub("", body).replace("-", "+").replace("_", "/")
 
 
+def _decoded_length(body: str) -> int:
+    """Bytes that the base64 ``body`` (prefix and whitespace stripped) decodes to, without
+    decoding; padding does not count, so padded and unpadded forms of the same bytes agree."""
+    return len(body.rstrip("=")) * 3 // 4
+
+
 def encoded_size(ref: ImageRef) -> int:
-    """Bytes the base64 text of ``ref`` decodes to (an upper bound, without decoding)."""
+    """Bytes the base64 text of ``ref`` decodes to, without decoding."""
     if ref.b64 is None:
         return 0
-    body = _strip_b64(ref.b64)
-    return len(body) * 3 // 4
+    return _decoded_length(_strip_b64(ref.b64))
 
 
 def decode_base64(ref: ImageRef, *, max_bytes: int) -> bytes:
@@ -91,7 +99,7 @@ def decode_base64(ref: ImageRef, *, max_bytes: int) -> bytes:
     if match and match.group(1) and not match.group(1).lower().startswith("image/"):
         raise InvalidImage(f"{ref.field}: data URI media type is not image/*", field=ref.field)
     body = _strip_b64(ref.b64 or "")
-    size = len(body) * 3 // 4
+    size = _decoded_length(body)
     if size > max_bytes:
         raise ImageTooLarge(f"{ref.field}: {size} bytes exceeds the limit of {max_bytes} bytes",
                             field=ref.field)
@@ -121,11 +129,7 @@ def image_size(data: bytes, *, field: str, max_pixels: int) -> tuple:
         raise ImageTooLarge(f"{field}: image dimensions are too large", field=field) from None
     except Exception:
         raise InvalidImage(f"{field}: not a decodable image", field=field) from None
-    if width < 1 or height < 1:
-        raise InvalidImage(f"{field}: image has no pixels", field=field)
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"{field}: {width}x{height} pixels exceeds the limit of "
-                            f"{max_pixels} pixels", field=field)
+    check_dimensions(width, height, field=field, max_pixels=max_pixels)
     return width, height
 
 
@@ -253,6 +257,18 @@ def load_bytes(ref: ImageRef, *, max_bytes: int, url_timeout_s: float, url_max_b
 # Outputs
 # --------------------------------------------------------------------------------------------
 PNG_COMPRESS_LEVEL = 1
+
+
+def check_output_fits(fmt: str, output_size: str, person_size: tuple, *, model_size: tuple) -> None:
+    """Refuse, before any work, a result that ``fmt`` cannot hold (``INVALID_INPUT`` naming
+    ``output_format``). The result has the person photo's ``(w, h)`` for ``output_size``
+    ``"original"``, ``model_size`` otherwise."""
+    w, h = person_size if output_size == "original" else model_size
+    limit = FORMAT_MAX_SIDE[fmt]
+    if max(w, h) > limit:
+        raise InvalidInput(f"output_format: {fmt} holds at most {limit} pixels per side and the "
+                           f"result would be {w}x{h}; ask for another output_format or "
+                           "output_size model", field="output_format")
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
