@@ -58,8 +58,8 @@ class PreparedPerson:
     image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
     model pixels; original: the photo as received (RGB); framing: how it maps to the model crop
     (``None`` when the photo already is 192×256 and was used as is). The two 22-channel
-    representations are derived on demand (:meth:`representations`, ~2 ms) rather than stored,
-    so that a cached person costs ~3 MB instead of ~12 MB.
+    representations are derived on demand (:meth:`representations`) rather than stored;
+    :attr:`nbytes` is what the person holds (the worker's cache budget counts it).
     """
 
     image: torch.Tensor
@@ -72,6 +72,14 @@ class PreparedPerson:
     notes: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
     cfg: CPVTONConfig = DEFAULT_CONFIG
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this person holds: its model-size arrays and the photo (bytes per pixel × W × H)."""
+        arrays = (self.image.element_size() * self.image.nelement() + self.parse.nbytes
+                  + self.body_mask.nbytes + np.asarray(self.keypoints).nbytes)
+        photo = self.original.width * self.original.height * len(self.original.getbands())
+        return int(arrays + photo)
 
     def representations(self) -> dict[str, torch.Tensor]:
         """{"GMM": 22×H×W, "TOM": 22×H×W} in [-1, 1] (spec §3)."""

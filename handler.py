@@ -150,7 +150,8 @@ class Worker:
     def __init__(self, settings: Settings, model: Any):
         self.settings = settings
         self.model = model
-        self.cache = PersonCache(settings.person_cache_size)
+        self.cache = PersonCache(settings.person_cache_size,
+                                 max_bytes=settings.person_cache_mb * 2 ** 20)
         self.model_lock = threading.Lock()
         self.batcher = (MicroBatcher(self._run_locked, max_wait_ms=MICROBATCH_WAIT_MS,
                                      max_items=settings.max_batch_items)
@@ -307,7 +308,7 @@ class Worker:
         flat = [(f"{name}-{i}", data, fmt) for i, parts in encoded.items() for name, data, fmt in parts]
         delivery, values = payloads.deliver(
             flat, job_id=job_id, max_response_bytes=self.settings.max_response_bytes,
-            bucket_endpoint_url=self.settings.bucket_endpoint_url)
+            bucket=self.settings.bucket)
         _stage(timings, "encode", t0)
         timings["total"] = round((time.perf_counter() - t_job) * 1000.0, 3)
 
@@ -593,7 +594,12 @@ def configure_logging(level: str) -> None:
 def main() -> None:
     import runpod
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:   # a mis-configured worker stops here, naming the variable
+        configure_logging("INFO")
+        log.error("invalid configuration: %s", err)
+        sys.exit(1)
     configure_logging(settings.log_level)
     if _is_local():
         # Local run (test_input.json or the dev API server): the SDK runs no fitness checks,
