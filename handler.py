@@ -585,10 +585,15 @@ async def async_handler(job: Any) -> dict:
 
 
 def configure_logging(level: str) -> None:
-    """Worker-process logging: one line per record on stderr, level from LOG_LEVEL."""
-    logging.basicConfig(level=level, stream=sys.stderr,
+    """Worker-process logging: one line per record on stderr, level from LOG_LEVEL, the runpod
+    SDK's lines included (without job payloads: :mod:`sdk_logging`)."""
+    import sdk_logging
+
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,   # replaces the SDK's own
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("cpvton").setLevel(level)
+    for name in ("cpvton", "runpod"):
+        logging.getLogger(name).setLevel(level)
+    sdk_logging.route_sdk_logging()
 
 
 def main() -> None:
