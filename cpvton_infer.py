@@ -355,20 +355,22 @@ class CPVTONPlusModel:
                              timings_ms={"cloth": _ms(t0)})
 
     def _fit_cloth(self, image: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarray]:
-        """Pad to 3:4 (white / empty mask, centred) and resize to the model size."""
+        """Fit into the model's 3:4 frame: scaled to touch it, centred, padded with white (the
+        mask with empty). Drawn at the model size, so memory does not grow with the photo's
+        aspect ratio (a 32,766×1 strip would need a 32,766×43,688 canvas at its own scale)."""
         w, h = self.model_size
         if image.size == (w, h):
             return image, mask
         iw, ih = image.size
-        cw, ch = max(iw, -(-ih * w // h)), max(ih, -(-iw * h // w))   # smallest 3:4 canvas
-        ox, oy = (cw - iw) // 2, (ch - ih) // 2
-        canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
-        canvas.paste(image, (ox, oy))
-        mcanvas = Image.new("L", (cw, ch), 0)
-        mcanvas.paste(Image.fromarray(mask.astype(np.uint8) * 255, "L"), (ox, oy))
-        resized = canvas.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-        rmask = np.asarray(mcanvas.resize((w, h), Image.BILINEAR)) >= MASK_THRESHOLD
-        return resized, rmask
+        scale = min(w / iw, h / ih)
+        sw, sh = max(1, round(iw * scale)), max(1, round(ih * scale))
+        offset = ((w - sw) // 2, (h - sh) // 2)
+        canvas = Image.new("RGB", (w, h), (255, 255, 255))
+        canvas.paste(image.resize((sw, sh), Image.BICUBIC, reducing_gap=3.0), offset)
+        mcanvas = Image.new("L", (w, h), 0)
+        mcanvas.paste(Image.fromarray(mask.astype(np.uint8) * 255, "L").resize((sw, sh), Image.BILINEAR),
+                      offset)
+        return canvas, np.asarray(mcanvas) >= MASK_THRESHOLD
 
     # -- the networks --------------------------------------------------------------------------
     @torch.inference_mode()

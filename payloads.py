@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from api_schema import ImageRef
-from errors import ImageTooLarge, InvalidImage, InvalidInput, VTONError
+from errors import ImageTooLarge, InvalidImage, InvalidInput, VTONError, client_text
 from images import check_dimensions
 
 log = logging.getLogger("cpvton.worker")
@@ -38,6 +38,8 @@ _WHITESPACE = re.compile(r"\s+")
 #: Chunk size for streamed downloads.
 _CHUNK_BYTES = 64 * 1024
 _USER_AGENT = "cpvton-runpod-worker/1.0"
+#: Longest URL written to the log (after redaction).
+MAX_LOGGED_URL = 300
 
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 #: Longest side each output format can hold (PNG's 2^31 - 1 is beyond any accepted input).
@@ -141,7 +143,7 @@ def redact_url(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<malformed url>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    return client_text(f"{parts.scheme}://{host}{port}{parts.path}", MAX_LOGGED_URL)
 
 
 def _literal_address_refused(host: str) -> bool:

@@ -317,3 +317,49 @@ def test_empty_person_mask_on_a_photo_that_needs_framing(worker):
     fields["person_mask"] = b64(Image.new("L", (200, 300), 0))
     out = run({**fields, "person_pose": pose_json(p.pose), **cloth_fields()})
     assert_error(out, "NO_PERSON", "person_mask")
+
+
+# -- the same class for garments: padding to 3:4 is drawn at the model size ------------------------
+PEAK_MEMORY_SCRIPT = """
+import resource, sys
+import numpy as np
+from PIL import Image
+from cpvton_infer import CPVTONPlusModel
+model = CPVTONPlusModel(sys.argv[1], device="cpu", precision="fp32")
+size = (int(sys.argv[2]), int(sys.argv[3]))
+strip, mask = Image.new("RGB", size, (200, 0, 0)), np.ones(size[::-1], bool)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cloth = model.prepare_cloth(strip, cloth_mask=mask)
+assert tuple(cloth.cloth.shape) == (3, 256, 192)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("size", [(32_766, 1), (1, 32_766), (20_000, 3)])
+def test_extreme_garment_aspect_ratios_cost_no_canvas(random_ckpt_dir, size):
+    """A 32,766×1 strip padded to 3:4 at its own scale is 1.4 G pixels (+6.8 GB measured): the
+    peak memory of a fresh process preparing it must stay small."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(random_ckpt_dir),
+                          str(size[0]), str(size[1])], cwd=root, capture_output=True, text=True,
+                         timeout=300, check=False, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert int(res.stdout.split()[-1]) < 200, res.stdout        # MB of peak growth
+
+
+def test_garment_fit_keeps_the_garment_centred(model):
+    from PIL import Image as PILImage
+
+    im = PILImage.new("RGB", (400, 400), (255, 255, 255))
+    im.paste((200, 0, 0), (100, 100, 300, 300))
+    mask = np.zeros((400, 400), bool)
+    mask[100:300, 100:300] = True
+    cloth = model.prepare_cloth(im, cloth_mask=mask)
+    m = cloth.mask[0].numpy() > 0
+    ys, xs = np.nonzero(m)
+    assert abs(xs.mean() - 95.5) < 1.5 and abs(ys.mean() - 127.5) < 1.5
+    assert abs(m.sum() - 96 * 96) < 400                   # 200 px of 400 → 96 model px square
