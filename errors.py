@@ -103,3 +103,9 @@ class CheckpointError(VTONError):
 
     def client_message(self) -> str:
         return client_text(f"{self.code}: {self.CLIENT_TEXT}")
+
+
+class JobCancelled(VTONError):
+    """The job was cancelled or timed out on RunPod; its work stopped at the next stage."""
+
+    code = "CANCELLED"
