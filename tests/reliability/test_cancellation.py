@@ -6,10 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
-from batcher import MicroBatcher
-from errors import JobCancelled
+from vton_core.errors import JobCancelled
+from worker.batcher import MicroBatcher
 
 
 def test_a_call_cancelled_while_waiting_is_dropped_from_the_batch():

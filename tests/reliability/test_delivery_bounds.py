@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import handler
-import payloads
-from settings import Settings
-from worker_inputs import cloth_fields, person_fields
+from tests.helpers.worker_inputs import cloth_fields, person_fields
+from worker import delivery
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Guard against a hang, not a benchmark: the unbounded client took 243 s against a silent
@@ -105,7 +105,7 @@ def test_large_response_is_uploaded_and_returned_as_urls(make_worker, s3_stub):
     make_worker(max_response_bytes=1_000, bucket_endpoint_url=endpoint, **KEYS)
     out = run({**person_fields(), **cloth_fields(), "return_intermediates": True})
     assert out["success"] and "result_image" not in out, out
-    assert out["result_image_url"].startswith(f"{endpoint}/{payloads.bucket_name_for()}/j-s3/"
+    assert out["result_image_url"].startswith(f"{endpoint}/{delivery.bucket_name_for()}/j-s3/"
                                               "result_image")
     assert "X-Amz-Signature=" in out["result_image_url"]
     assert set(out["intermediate_urls"]) == {"warped_cloth", "warped_mask", "composite_mask",

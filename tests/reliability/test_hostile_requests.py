@@ -15,10 +15,9 @@ import pytest
 from PIL import Image
 
 import handler
-from settings import Settings
-from worker_inputs import b64, cloth_fields, person_fields, png_bytes
-
-import sample_images
+from tests.helpers.worker_inputs import b64, cloth_fields, person_fields
+from worker import sample_images
+from worker.settings import Settings
 
 LEAKS = ("Traceback", 'File "', "/work", "/tmp", "/home", "site-packages", ".pth", ".py")
 
@@ -226,7 +225,7 @@ def test_sides_beyond_opencv_are_refused_for_every_image_field(make_worker, size
 
 
 def test_the_largest_side_opencv_takes_gets_through(model):
-    from images import MAX_IMAGE_SIDE, load_rgb
+    from vton_core.images import MAX_IMAGE_SIDE, load_rgb
 
     im = load_rgb(_flat_png(MAX_IMAGE_SIDE, 4), max_pixels=10 ** 9)
     assert im.size == (MAX_IMAGE_SIDE, 4)
@@ -240,9 +239,9 @@ def _png_of_exactly(n: int) -> bytes:
 
 @pytest.mark.parametrize("form", ["padded", "unpadded", "data_uri", "wrapped", "urlsafe"])
 def test_input_byte_limit_counts_decoded_bytes(make_worker, form):
-    from api_schema import ImageRef
-    from errors import ImageTooLarge
-    from payloads import decode_base64
+    from vton_core.errors import ImageTooLarge
+    from worker.inputs import decode_base64
+    from worker.schema import ImageRef
 
     limit = 100_000
     for n in (limit - 2, limit - 1, limit, limit + 1):
@@ -267,7 +266,7 @@ def test_input_byte_limit_counts_decoded_bytes(make_worker, form):
 def _parse_variant(kind: str) -> str:
     p = sample_images.synthetic_person()
     if kind == "colour":
-        from payloads import parse_image
+        from worker.encoding import parse_image
         im = parse_image(p.parse).convert("RGB")          # the colour visualisation
     elif kind == "beyond_20":
         a = p.parse.copy()
@@ -280,7 +279,7 @@ def _parse_variant(kind: str) -> str:
         Image.fromarray(p.parse, "L").save(buf, format="JPEG", quality=95)
         return base64.b64encode(buf.getvalue()).decode()
     elif kind == "rgba_colour":
-        from payloads import parse_image
+        from worker.encoding import parse_image
         im = parse_image(p.parse).convert("RGBA")
     return b64(im)
 
@@ -295,7 +294,7 @@ def test_parse_maps_that_are_not_label_maps_are_refused(worker, kind):
 
 def test_valid_parse_forms_are_still_accepted(worker):
     p = sample_images.synthetic_person()
-    from payloads import parse_image
+    from worker.encoding import parse_image
     grey_rgb = Image.fromarray(np.repeat(p.parse[:, :, None], 3, 2), "RGB")   # VITON's form
     for im in (Image.fromarray(p.parse, "L"), parse_image(p.parse), grey_rgb):
         out = run({**person_fields(), "person_parse": b64(im), **cloth_fields()})

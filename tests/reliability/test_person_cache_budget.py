@@ -9,11 +9,10 @@ import psutil
 import pytest
 
 import handler
-from person_cache import PersonCache
-from settings import Settings
-from worker_inputs import b64, cloth_fields
-
-import sample_images
+from tests.helpers.worker_inputs import b64, cloth_fields
+from worker import sample_images
+from worker.person_cache import PersonCache
+from worker.settings import Settings
 
 
 class Blob:

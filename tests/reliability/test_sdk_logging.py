@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from dev_server import dev_server
-from worker_inputs import cloth_fields, person_fields
+from tests.helpers.dev_server import dev_server
+from tests.helpers.worker_inputs import cloth_fields, person_fields
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Image data in a log: a long run of base64 (200 characters is 150 bytes; no log line of ours
@@ -48,7 +48,7 @@ def env(random_ckpt_dir: Path, **extra) -> dict:
 
 
 def test_redact_keeps_the_label_and_drops_the_payload():
-    from sdk_logging import redact
+    from worker.sdk_logging import redact
 
     payload = json.dumps({"result_image": "QUJD" * 5000})
     for label in ("Handler output:", "run_job return:", "Retrieved local job:", "Job result:"):
@@ -118,8 +118,7 @@ def test_log_level_warning_silences_the_sdk_info_lines(random_ckpt_dir):
 
 def test_the_image_sets_the_sdk_level_above_info():
     """Defence in depth: lines the SDK might print before our routing is installed."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import run_like_container as rlc
+    from tools import run_like_container as rlc
 
     stage = rlc.parse_final_stage((ROOT / "Dockerfile").read_text())
     assert stage.env.get("RUNPOD_LOG_LEVEL") in ("WARN", "ERROR")
