@@ -161,6 +161,7 @@ def test_keys_never_appear_in_the_settings_repr():
     assert s.bucket.timeout_s == 10.0 and s.bucket.attempts == 2
 
 
+@pytest.mark.slow
 def test_worker_refuses_to_start_with_a_bucket_but_no_keys(tmp_path, random_ckpt_dir):
     env = {"PATH": "/usr/bin:/bin", "CHECKPOINT_DIR": str(random_ckpt_dir), "WARMUP": "0",
            "BUCKET_ENDPOINT_URL": "https://s3.example.com", "RUNPOD_LOG_LEVEL": "ERROR"}

@@ -334,6 +334,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(32_766, 1), (1, 32_766), (20_000, 3)])
 def test_extreme_garment_aspect_ratios_cost_no_canvas(random_ckpt_dir, size):
     """A 32,766×1 strip padded to 3:4 at its own scale is 1.4 G pixels (+6.8 GB measured): the

@@ -58,6 +58,7 @@ def test_redact_keeps_the_label_and_drops_the_payload():
     assert redact("Finished.") == "Finished."
 
 
+@pytest.mark.slow
 def test_dev_server_logs_no_image_data(random_ckpt_dir, tmp_path):
     log_path = tmp_path / "server.log"
     request = job()
@@ -70,6 +71,7 @@ def test_dev_server_logs_no_image_data(random_ckpt_dir, tmp_path):
     assert_no_image_data(text, request)
 
 
+@pytest.mark.slow
 def test_local_test_input_argument_logs_no_image_data(random_ckpt_dir):
     request = job()
     res = subprocess.run([sys.executable, "handler.py", "--test_input", json.dumps(request)],
@@ -81,6 +83,7 @@ def test_local_test_input_argument_logs_no_image_data(random_ckpt_dir):
     assert_no_image_data(text, request)
 
 
+@pytest.mark.slow
 def test_local_test_input_file_logs_no_image_data(random_ckpt_dir, tmp_path):
     request = job()
     (tmp_path / "test_input.json").write_text(json.dumps(request))
@@ -92,6 +95,7 @@ def test_local_test_input_file_logs_no_image_data(random_ckpt_dir, tmp_path):
     assert_no_image_data(text, request)
 
 
+@pytest.mark.slow
 def test_container_entry_point_logs_no_image_data(random_ckpt_dir):
     if not (ROOT / "tools" / "run_like_container.py").is_file():
         pytest.skip("tools/run_like_container.py is not in this checkout")
@@ -106,6 +110,7 @@ def test_container_entry_point_logs_no_image_data(random_ckpt_dir):
     assert_no_image_data(text, request)
 
 
+@pytest.mark.slow
 def test_log_level_warning_silences_the_sdk_info_lines(random_ckpt_dir):
     request = job()
     res = subprocess.run([sys.executable, "handler.py", "--test_input", json.dumps(request)],
