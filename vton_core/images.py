@@ -5,7 +5,7 @@ Accepted sources everywhere: a file path (``str`` or ``pathlib.Path``), encoded 
 orientation applied; transparent images are composited over white (the usual background of
 in-shop garment photos); CMYK, palette, grayscale and 16-bit images are converted. Label maps keep
 their values (a palette PNG's indices are the labels). Every failure is an
-:class:`errors.InvalidImage` or :class:`errors.ImageTooLarge` naming the field.
+:class:`vton_core.errors.InvalidImage` or :class:`vton_core.errors.ImageTooLarge` naming the field.
 """
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ def check_dimensions(width: int, height: int, *, field: str, max_pixels: int) ->
     """Refuse an image with no pixels, a side over :data:`MAX_IMAGE_SIDE` or more than
     ``max_pixels`` pixels (:class:`errors.InvalidImage` / :class:`errors.ImageTooLarge`)."""
     if width < 1 or height < 1:
-        raise InvalidImage(f"{field}: image has no pixels", field=field)
+        raise InvalidImage(f"image has no pixels", field=field)
     if max(width, height) > MAX_IMAGE_SIDE:
-        raise ImageTooLarge(f"{field}: {width}x{height} pixels; a side may be at most "
+        raise ImageTooLarge(f"{width}x{height} pixels; a side may be at most "
                             f"{MAX_IMAGE_SIDE} pixels", field=field)
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"{field}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels", field=field)
+            f"{width}x{height} pixels exceeds the limit of {max_pixels} pixels", field=field)
 
 
 def _open(src: ImageSource, field: str, max_pixels: int) -> Image.Image:
@@ -53,18 +53,18 @@ def _open(src: ImageSource, field: str, max_pixels: int) -> Image.Image:
         elif isinstance(src, (str, os.PathLike)):
             path = Path(src)
             if not path.is_file():
-                raise InvalidImage(f"{field}: file not found", field=field)
+                raise InvalidImage("file not found", field=field)
             fp = path
         else:
-            raise InvalidImage(f"{field}: unsupported image type {type(src).__name__}", field=field)
+            raise InvalidImage(f"unsupported image type {type(src).__name__}", field=field)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im = Image.open(fp)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageTooLarge(f"{field}: image dimensions are too large", field=field) from None
+            raise ImageTooLarge("image dimensions are too large", field=field) from None
         except Exception:
-            raise InvalidImage(f"{field}: not a decodable image", field=field) from None
+            raise InvalidImage(f"not a decodable image", field=field) from None
     check_dimensions(*im.size, field=field, max_pixels=max_pixels)
     return im
 
@@ -77,7 +77,7 @@ def _decode(im: Image.Image, field: str) -> Image.Image:
         im.load()
         return ImageOps.exif_transpose(im)
     except Exception:
-        raise InvalidImage(f"{field}: image data is truncated or corrupt", field=field) from None
+        raise InvalidImage("image data is truncated or corrupt", field=field) from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -103,19 +103,19 @@ def _array_to_pil(a: np.ndarray, field: str) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise InvalidImage(f"{field}: array of shape {a.shape} is not an image", field=field)
+        raise InvalidImage(f"array of shape {a.shape} is not an image", field=field)
     if a.dtype != np.uint8:
         if a.dtype == bool:
             a = a.astype(np.uint8) * 255
         elif np.issubdtype(a.dtype, np.floating):
             if not np.isfinite(a).all():
-                raise InvalidImage(f"{field}: array has non-finite values", field=field)
+                raise InvalidImage("array has non-finite values", field=field)
             scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
             a = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
         elif np.issubdtype(a.dtype, np.integer):
             a = np.clip(a, 0, 255).astype(np.uint8)
         else:
-            raise InvalidImage(f"{field}: array dtype {a.dtype} is not an image", field=field)
+            raise InvalidImage(f"array dtype {a.dtype} is not an image", field=field)
     return Image.fromarray(np.ascontiguousarray(a))
 
 
@@ -128,7 +128,7 @@ def load_rgb(src: ImageSource, *, field: str = "image",
     try:
         return _to_rgb(im)
     except Exception:
-        raise InvalidImage(f"{field}: unsupported image mode {im.mode}", field=field) from None
+        raise InvalidImage(f"unsupported image mode {im.mode}", field=field) from None
 
 
 #: What a label map must be (said in every refusal of one).
@@ -140,7 +140,7 @@ _LOSSY_FORMATS = ("JPEG", "MPO")
 
 def _check_labels(a: np.ndarray, field: str, max_label: int | None) -> np.ndarray:
     if max_label is not None and a.size and int(a.max()) > max_label:
-        raise InvalidInput(f"{field}: holds the value {int(a.max())}, beyond the labels 0-"
+        raise InvalidInput(f"holds the value {int(a.max())}, beyond the labels 0-"
                            f"{max_label}; {LABEL_MAP_FORMAT} 0-{max_label}", field=field)
     return a
 
@@ -150,7 +150,7 @@ def _single_channel(rgb: np.ndarray, field: str, max_label: int | None) -> np.nd
     image (channels that differ: a visualisation of a parse) is refused."""
     if rgb.shape[2] > 1 and not (rgb == rgb[:, :, :1]).all():
         upper = f" 0-{max_label}" if max_label is not None else ""
-        raise InvalidInput(f"{field}: is a colour image (a visualisation of a parse?); "
+        raise InvalidInput(f"is a colour image (a visualisation of a parse?); "
                            f"{LABEL_MAP_FORMAT}{upper}", field=field)
     return rgb[:, :, 0].copy()
 
@@ -166,21 +166,21 @@ def load_label_map(src: ImageSource, *, field: str = "parse", max_label: int | N
     if isinstance(src, np.ndarray):
         if src.ndim == 3:
             if np.issubdtype(src.dtype, np.floating):
-                raise InvalidImage(f"{field}: label map must hold integer labels", field=field)
+                raise InvalidImage(f"label map must hold integer labels", field=field)
             a = _single_channel(src, field, max_label)
         else:
             a = src
         if a.ndim != 2:
-            raise InvalidImage(f"{field}: array of shape {src.shape} is not a label map", field=field)
+            raise InvalidImage(f"array of shape {src.shape} is not a label map", field=field)
         if np.issubdtype(a.dtype, np.floating):
-            raise InvalidImage(f"{field}: label map must hold integer labels", field=field)
+            raise InvalidImage("label map must hold integer labels", field=field)
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise InvalidImage(f"{field}: labels must be in 0..255", field=field)
+            raise InvalidImage(f"labels must be in 0..255", field=field)
         return _check_labels(a.astype(np.uint8), field, max_label)
     opened = _open(src, field, max_pixels)
     if opened.format in _LOSSY_FORMATS:
         upper = f" 0-{max_label}" if max_label is not None else ""
-        raise InvalidInput(f"{field}: is a JPEG; {LABEL_MAP_FORMAT}{upper} (JPEG compression "
+        raise InvalidInput(f"is a JPEG; {LABEL_MAP_FORMAT}{upper} (JPEG compression "
                            "changes them)", field=field)
     im = _decode(opened, field)
     if im.mode in ("L", "P"):
@@ -188,7 +188,7 @@ def load_label_map(src: ImageSource, *, field: str = "parse", max_label: int | N
     if im.mode in ("I", "I;16", "I;16B", "I;16L"):
         a = np.asarray(im)
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise InvalidImage(f"{field}: labels must be in 0..255", field=field)
+            raise InvalidImage(f"labels must be in 0..255", field=field)
         return _check_labels(a.astype(np.uint8), field, max_label)
     # An RGB(A) label map: VITON stores the labels in every channel.
     rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -204,7 +204,7 @@ def load_mask(src: ImageSource, *, field: str = "mask", threshold: int = 128,
     if isinstance(src, np.ndarray):
         a = src[..., 0] if src.ndim == 3 else src
         if a.ndim != 2:
-            raise InvalidImage(f"{field}: array of shape {src.shape} is not a mask", field=field)
+            raise InvalidImage(f"array of shape {src.shape} is not a mask", field=field)
         if a.dtype == bool:
             return a.copy()
         if a.size and a.max() <= 1:
@@ -217,3 +217,13 @@ def load_mask(src: ImageSource, *, field: str = "mask", threshold: int = 128,
         rgb.paste(im, mask=im.getchannel("A"))
         im = rgb
     return np.asarray(im.convert("L"), dtype=np.uint8) >= threshold
+
+
+def check_same_size(annotation: np.ndarray, size: tuple[int, int], *, field: str,
+                    image_name: str = "the image") -> None:
+    """Raise :class:`InvalidInput` naming ``field`` unless the H×W ``annotation`` (a parse or a
+    mask) has the image's ``size`` (width, height)."""
+    height, width = annotation.shape[:2]
+    if (width, height) != tuple(size):
+        raise InvalidInput(f"size {width}x{height} differs from {image_name}'s {size[0]}x{size[1]}",
+                           field=field)

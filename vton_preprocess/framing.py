@@ -150,8 +150,8 @@ def frame_person(image_size: tuple[int, int], keypoints: np.ndarray,
     """The 3:4 box that frames the person as in VITON (head at the top, hips at ~78 %).
 
     image_size: (W, H); keypoints: 18×3 in those pixels; body_mask: H×W bool.
-    Raises :class:`errors.NoPerson` without shoulders in view or for a person too small, and
-    :class:`errors.InvalidInput` (``field="pose"``) for keypoints outside the photo or a box
+    Raises :class:`vton_core.errors.NoPerson` without shoulders in view or for a person too small, and
+    :class:`vton_core.errors.InvalidInput` (``field="pose"``) for keypoints outside the photo or a box
     more than ``MAX_BOX_TO_PHOTO`` times the photo's longer side.
     """
     check_keypoints_in_photo(keypoints, image_size)

@@ -77,10 +77,10 @@ def upload_all(encoded: list, *, job_id: str, bucket) -> list:
         except Exception as err:  # botocore's timeouts, connection and HTTP errors
             log.warning("upload failed job=%s endpoint=%s error=%s", job_id,
                         redact_url(bucket.endpoint_url), type(err).__name__)
-            raise UploadFailed("output: uploading the result to the bucket failed "
+            raise UploadFailed("uploading the result to the bucket failed "
                                f"({type(err).__name__}); retry the job", field="output") from None
         if not url.lower().startswith(("https://", "http://")):
-            raise UploadFailed("output: the bucket returned no URL", field="output")
+            raise UploadFailed("the bucket returned no URL", field="output")
         urls.append(url)
     return urls
 
@@ -98,7 +98,7 @@ def deliver(encoded: list, *, job_id: str, max_response_bytes: int, bucket) -> t
         return "inline", [base64.b64encode(data).decode("ascii") for _, data, _ in encoded]
     if bucket is None:
         raise ResponseTooLarge(
-            f"output: the response would be {total} bytes, over MAX_RESPONSE_BYTES="
+            f"the response would be {total} bytes, over MAX_RESPONSE_BYTES="
             f"{max_response_bytes}; set BUCKET_ENDPOINT_URL on the worker to receive URLs, or "
             "ask for output_format jpeg, output_size model or fewer items", field="output")
     return "url", upload_all(encoded, job_id=job_id, bucket=bucket)

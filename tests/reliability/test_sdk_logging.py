@@ -48,7 +48,7 @@ def env(random_ckpt_dir: Path, **extra) -> dict:
 
 
 def test_redact_keeps_the_label_and_drops_the_payload():
-    from worker.sdk_logging import redact
+    from worker.logs import redact
 
     payload = json.dumps({"result_image": "QUJD" * 5000})
     for label in ("Handler output:", "run_job return:", "Retrieved local job:", "Job result:"):

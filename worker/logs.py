@@ -1,4 +1,5 @@
-"""The runpod SDK's own log lines, brought under the worker's logging and stripped of payloads.
+"""The worker process's logging: one format and level (LOG_LEVEL) for our lines and the runpod
+SDK's, which are stripped of payloads.
 
 The SDK logs through ``RunPodLogger``, which prints to stdout at a level of its own
 (``RUNPOD_LOG_LEVEL``, default DEBUG) and writes whole jobs into the log: "Retrieved local job"
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 from vton_core.errors import client_text
 
@@ -56,3 +58,12 @@ def route_sdk_logging() -> None:
     from runpod.serverless.modules.rp_logger import RunPodLogger
 
     RunPodLogger().log = _log
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr at ``level`` (LOG_LEVEL), the SDK's lines included."""
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,   # replaces the SDK's own
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("cpvton", "runpod"):
+        logging.getLogger(name).setLevel(level)
+    route_sdk_logging()
