@@ -139,9 +139,9 @@ def handler(job: Any, cancelled: Optional[threading.Event] = None) -> dict:
 
 
 async def async_handler(job: Any) -> dict:
-    """``handler`` in a thread (concurrent jobs overlap; the SDK's loop stays free for stop
-    signals). When RunPod cancels the job or it times out, the SDK cancels this coroutine; the
-    thread is told through an event and stops at its next stage."""
+    """``handler`` in a thread (CONCURRENCY > 1: concurrent jobs overlap). When RunPod cancels
+    the job or it times out, the SDK cancels this coroutine; the thread is told through an event
+    and stops at its next stage."""
     cancelled = threading.Event()
     try:
         return await asyncio.to_thread(handler, job, cancelled)
@@ -191,8 +191,8 @@ def main() -> None:
         register_fitness_checks(settings)
     concurrency = settings.concurrency
     runpod.serverless.start({
-        "handler": async_handler,     # also at CONCURRENCY=1: a blocking handler would keep the
-        "concurrency_modifier": lambda current: concurrency,   # SDK from seeing stop signals
+        "handler": handler if concurrency == 1 else async_handler,
+        "concurrency_modifier": lambda current: concurrency,
     })
 
 

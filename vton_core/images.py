@@ -34,7 +34,7 @@ def check_dimensions(width: int, height: int, *, field: str, max_pixels: int) ->
     """Refuse an image with no pixels, a side over :data:`MAX_IMAGE_SIDE` or more than
     ``max_pixels`` pixels (:class:`errors.InvalidImage` / :class:`errors.ImageTooLarge`)."""
     if width < 1 or height < 1:
-        raise InvalidImage(f"image has no pixels", field=field)
+        raise InvalidImage("image has no pixels", field=field)
     if max(width, height) > MAX_IMAGE_SIDE:
         raise ImageTooLarge(f"{width}x{height} pixels; a side may be at most "
                             f"{MAX_IMAGE_SIDE} pixels", field=field)
@@ -64,7 +64,7 @@ def _open(src: ImageSource, field: str, max_pixels: int) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageTooLarge("image dimensions are too large", field=field) from None
         except Exception:
-            raise InvalidImage(f"not a decodable image", field=field) from None
+            raise InvalidImage("not a decodable image", field=field) from None
     check_dimensions(*im.size, field=field, max_pixels=max_pixels)
     return im
 
@@ -166,7 +166,7 @@ def load_label_map(src: ImageSource, *, field: str = "parse", max_label: int | N
     if isinstance(src, np.ndarray):
         if src.ndim == 3:
             if np.issubdtype(src.dtype, np.floating):
-                raise InvalidImage(f"label map must hold integer labels", field=field)
+                raise InvalidImage("label map must hold integer labels", field=field)
             a = _single_channel(src, field, max_label)
         else:
             a = src
@@ -175,7 +175,7 @@ def load_label_map(src: ImageSource, *, field: str = "parse", max_label: int | N
         if np.issubdtype(a.dtype, np.floating):
             raise InvalidImage("label map must hold integer labels", field=field)
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise InvalidImage(f"labels must be in 0..255", field=field)
+            raise InvalidImage("labels must be in 0..255", field=field)
         return _check_labels(a.astype(np.uint8), field, max_label)
     opened = _open(src, field, max_pixels)
     if opened.format in _LOSSY_FORMATS:
@@ -188,7 +188,7 @@ def load_label_map(src: ImageSource, *, field: str = "parse", max_label: int | N
     if im.mode in ("I", "I;16", "I;16B", "I;16L"):
         a = np.asarray(im)
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise InvalidImage(f"labels must be in 0..255", field=field)
+            raise InvalidImage("labels must be in 0..255", field=field)
         return _check_labels(a.astype(np.uint8), field, max_label)
     # An RGB(A) label map: VITON stores the labels in every channel.
     rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)

@@ -163,8 +163,8 @@ class Bucket:
     endpoint_url: str
     access_key_id: str = field(repr=False)
     secret_access_key: str = field(repr=False)
-    timeout_s: float = 10.0         # connect and read timeout of each request
-    attempts: int = 2               # tries per file
+    timeout_s: float                # connect and read timeout of each request (UPLOAD_TIMEOUT_S)
+    attempts: int                   # tries per file (UPLOAD_ATTEMPTS)
 
 
 def _check_bucket(endpoint: Optional[str], key_id: Optional[str], secret: Optional[str]) -> None:
