@@ -71,6 +71,7 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
     """Run ``handler.handler`` in this process; returns (output dict, per-call ms, random)."""
     import handler
     from vton_core.weights import GMM_FILE, TOM_FILE
+    from worker import logs
     from worker.settings import Settings
 
     settings = Settings.from_env()
@@ -82,7 +83,7 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
               f"the picture is noise.\n!!! Get them with ./download_checkpoints.sh "
               f"(README_RUNPOD.md).\n{BANNER}", flush=True)
         settings = dataclasses.replace(settings, allow_random_weights=True)
-    handler.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level)
     t0 = time.perf_counter()
     handler.set_worker(handler.start_worker(settings))
     print(f"worker started (model load + warm-up) in {(time.perf_counter() - t0) * 1000:.0f} ms")
