@@ -234,6 +234,17 @@ def section_preprocess(results: dict, repeats: int) -> None:
     results["cloth_segmentation_768x1024_ms"] = median_ms(lambda: vton_preprocess.segment_cloth(cloth), repeats)
     results["cloth_segmentation_192x256_ms"] = median_ms(
         lambda: vton_preprocess.segment_cloth(cloth.resize((W, H))), repeats)
+    section_parser(results, np.asarray(small), repeats)
+
+
+def section_parser(results: dict, rgb: np.ndarray, repeats: int) -> None:
+    """The person parser alone on one framed 192×256 person, fp32, and bf16 autocast."""
+    from vton_preprocess.parser import get_parser, to_input
+    model, x = get_parser(), to_input(rgb)
+    with torch.inference_mode():
+        results["parser_fp32_ms"] = median_ms(lambda: model(x), repeats * 3, warmup=3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results["parser_bf16_ms"] = median_ms(lambda: model(x), repeats * 3, warmup=3)
 
 
 @contextlib.contextmanager
@@ -357,6 +368,7 @@ GOALS = [  # (key, label, comparison, goal)
     ("representation_ms", "person representation (ms/pair)", "<=", 3.0),
     ("analysis_192x256_ms", "person analysis 192×256 (ms)", "<=", 40.0),
     ("analysis_768x1024_ms", "person analysis 768×1024 (ms)", "<=", 80.0),
+    ("parser_fp32_ms", "person parser 192×256, fp32 (ms)", "<=", 10.0),
     ("cloth_segmentation_768x1024_ms", "cloth segmentation 768×1024 (ms)", "<=", 10.0),
     ("e2e_new_person_p50_ms", "handler e2e, new person, p50 (ms)", "<=", 250.0),
     ("e2e_cached_person_p50_ms", "handler e2e, cached person, p50 (ms)", "<=", 150.0),

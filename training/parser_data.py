@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from images import load_label_map, load_rgb
+from vton_core.images import load_label_map, load_rgb
 from vton_preprocess.parser import INPUT_SIZE, mirror_permutation
 
 log = logging.getLogger(__name__)

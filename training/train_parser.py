@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from metrics import confusion_matrix, parse_ious
+from training.metrics import confusion_matrix, parse_ious
 from training.parser_data import Augment, augment, load_cache, make_backgrounds
 from vton_preprocess.parser import NUM_LABELS, ParserConfig, PersonParser, save_parser, to_input
 
@@ -107,7 +107,7 @@ def _save_state(path: Path, model, opt, step: int, args) -> None:
 
 def _textures(root: Path, count: int, seed: int) -> list[np.ndarray]:
     """A seeded sample of the split's garment photos (H×W×3 uint8), used as backgrounds."""
-    from images import load_rgb
+    from vton_core.images import load_rgb
     files = sorted((root / "cloth").glob("*.jpg"))
     if not files:
         return []

@@ -52,6 +52,13 @@ class Framing:
         """H×W uint8 labels -> 256×192 uint8 (nearest; 0 outside the photo)."""
         return self._warp(np.ascontiguousarray(labels, dtype=np.uint8))
 
+    def uncrop_labels(self, labels: np.ndarray) -> np.ndarray:
+        """256×192 uint8 labels -> the photo's H×W (nearest; 0 outside the box)."""
+        w, h = self.image_size
+        return cv2.warpAffine(np.ascontiguousarray(labels, dtype=np.uint8), self._affine(), (w, h),
+                              flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
     def crop_mask(self, mask: np.ndarray) -> np.ndarray:
         """H×W bool -> 256×192 bool (nearest; False outside the photo)."""
         return self._warp(np.asarray(mask, dtype=np.uint8)) > 0

@@ -11,6 +11,7 @@ off it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from errors import CheckpointError
+from vton_core.errors import CheckpointError
+from vton_core.weights import file_sha256, load_state_file
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,6 @@ def load_parser(path: str | Path = DEFAULT_WEIGHTS) -> PersonParser:
     shapes must match exactly. Raises :class:`errors.CheckpointError` otherwise (the message
     holds no path: the path is logged).
     """
-    from weights import file_sha256, load_state_file
-
     path = Path(path)
     card_file = card_path(path)
     if not path.is_file() or not card_file.is_file():
@@ -146,8 +146,6 @@ def load_parser(path: str | Path = DEFAULT_WEIGHTS) -> PersonParser:
 def save_parser(model: PersonParser, path: str | Path, card: dict) -> str:
     """Write the fp16 state dict and its card (with ``config`` and ``sha256`` added) atomically;
     returns the sha256."""
-    from weights import file_sha256
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v).clone()
@@ -161,6 +159,14 @@ def save_parser(model: PersonParser, path: str | Path, card: dict) -> str:
     tmp_card.write_text(json.dumps(card, indent=2) + "\n")
     tmp_card.replace(card_path(path))
     return digest
+
+
+@functools.lru_cache(maxsize=1)
+def get_parser() -> PersonParser:
+    """The committed parser (:data:`DEFAULT_WEIGHTS`), loaded once per process on the CPU."""
+    model = load_parser(DEFAULT_WEIGHTS)
+    log.info("person parser loaded (sha256 %s)", model.sha256[:12])
+    return model
 
 
 @torch.inference_mode()

@@ -17,7 +17,7 @@ IOU_FLOORS = {"head": 0.85, "upper_clothes": 0.85, "arms": 0.7, "lower_body": 0.
 
 
 def test_committed_weights_load_strictly_and_match_their_card():
-    from weights import file_sha256
+    from vton_core.weights import file_sha256
 
     card = json.loads(card_path(DEFAULT_WEIGHTS).read_text())
     assert file_sha256(DEFAULT_WEIGHTS) == card["sha256"]
@@ -30,7 +30,7 @@ def test_committed_weights_load_strictly_and_match_their_card():
 
 
 def test_tampered_or_reshaped_weights_are_refused(tmp_path):
-    from errors import CheckpointError
+    from vton_core.errors import CheckpointError
 
     model = PersonParser(ParserConfig())
     path = tmp_path / "p.pt"
@@ -53,8 +53,8 @@ def test_tampered_or_reshaped_weights_are_refused(tmp_path):
 
 @needs_shared
 def test_parser_labels_the_shared_samples():
-    from images import load_label_map, load_rgb
-    from metrics import confusion_matrix, parse_ious
+    from vton_core.images import load_label_map, load_rgb
+    from training.metrics import confusion_matrix, parse_ious
 
     model = load_parser()
     conf = np.zeros((NUM_LABELS, NUM_LABELS), np.int64)

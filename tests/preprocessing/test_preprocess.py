@@ -67,19 +67,6 @@ def test_mesh_face_keypoints_sides_and_ears_outside_the_cheeks():
     assert abs((100 - kp[2, 0]) / 14 - C.EAR_LATERAL_SCALE) < 1e-4
 
 
-def test_geometry_scaled_keeps_pixel_centres():
-    from vton_preprocess.parsing import Geometry
-    lm = np.zeros((33, 3), np.float32)
-    lm[:, :2] = (9.5, 19.5)
-    lm[:, 2] = 0.9
-    g = Geometry(lm=lm, face_poly=np.array([[9.5, 19.5], [19.5, 39.5]], np.float32),
-                 brow_y=3.5, nose_base_y=None)
-    h = g.scaled(0.5)
-    np.testing.assert_allclose(h.lm[0], (4.5, 9.5, 0.9))
-    np.testing.assert_allclose(h.face_poly, [[4.5, 9.5], [9.5, 19.5]])
-    assert h.brow_y == 1.5 and h.nose_base_y is None
-
-
 def _framing():
     return Framing(box=(-30.0, 20.0, 270.0, 420.0), image_size=(300, 500))
 
