@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -13,6 +14,7 @@ from PIL import Image, ImageDraw
 import vton_preprocess as P
 from tests.helpers.shared_data import PHOTOS, SHARED, VITON
 from vton_core.errors import NoCloth, NoPerson
+from vton_preprocess import config as C
 from vton_preprocess.framing import Framing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,12 +187,16 @@ def viton_eval():
     return eval_preprocess.evaluate(VITON / "test", repeat=0)
 
 
+#: Floors on the three shared VITON samples (the full-split targets are eval_preprocess.TARGETS).
+SHARED_FLOORS = {"keypoint_median_px": ("<=", 4.0), "body_iou": (">=", 0.96), "face": (">=", 0.80),
+                 "head": (">=", 0.85), "lower_body": (">=", 0.80), "cloth_iou_mean": (">=", 0.95),
+                 "cloth_iou_min": (">=", 0.90)}
+
+
 @needs_shared
-@pytest.mark.parametrize("key", ["keypoint_median_px", "body_iou", "face_iou", "head_iou",
-                                 "lower_iou", "cloth_iou_mean", "cloth_iou_min"])
+@pytest.mark.parametrize("key", sorted(SHARED_FLOORS))
 def test_viton_accuracy_targets(viton_eval, key):
-    from tools import eval_preprocess
-    op, target = eval_preprocess.TARGETS[key]
+    op, target = SHARED_FLOORS[key]
     value = viton_eval["overall"][key]
     assert (value <= target) if op == "<=" else (value >= target), f"{key} = {value:.3f}, target {op} {target}"
 
@@ -202,7 +208,9 @@ def test_viton_analysis_shapes_and_labels():
     assert a.parse.shape == (256, 192) and a.parse.dtype == np.uint8
     assert a.body_mask.shape == (256, 192) and a.body_mask.dtype == bool
     assert {2, 5, 13}.issubset(set(np.unique(a.parse).tolist()))
-    assert not a.parse[~a.body_mask].any()
+    k = 2 * C.PARSE_BODY_MARGIN + 1
+    near = cv2.dilate(a.body_mask.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    assert not a.parse[~near].any()                 # nothing labelled away from the person
     assert a.num_people == 1
 
 
