@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from tests.helpers.shared_data import VITON, needs_shared
-from vton_preprocess.parser import (DEFAULT_WEIGHTS, NUM_LABELS, ParserConfig, PersonParser,
-                                    card_path, load_parser, parse_image, save_parser)
+from vton_preprocess.parser import (
+    DEFAULT_WEIGHTS,
+    NUM_LABELS,
+    ParserConfig,
+    PersonParser,
+    card_path,
+    load_parser,
+    parse_image,
+    save_parser,
+)
 
 #: Grouped IoU floors on the three shared samples (pooled confusion matrix).
 IOU_FLOORS = {"head": 0.85, "upper_clothes": 0.85, "arms": 0.7, "lower_body": 0.75}
@@ -53,8 +61,8 @@ def test_tampered_or_reshaped_weights_are_refused(tmp_path):
 
 @needs_shared
 def test_parser_labels_the_shared_samples():
-    from vton_core.images import load_label_map, load_rgb
     from training.metrics import confusion_matrix, parse_ious
+    from vton_core.images import load_label_map, load_rgb
 
     model = load_parser()
     conf = np.zeros((NUM_LABELS, NUM_LABELS), np.int64)

@@ -35,8 +35,8 @@ def _plain_loss(model, root) -> float:
 def test_neck_label_derived_like_cpvton_plus():
     """The derivation puts label 20 only on unlabelled pixels in the top half, and on the shared
     samples it agrees with CP-VTON+'s own image-parse-new on most neck pixels."""
-    from vton_core.images import load_label_map, load_rgb
     from training.parser_data import NECK, derive_neck
+    from vton_core.images import load_label_map, load_rgb
 
     for f in sorted((VITON / "test" / "image-parse-new").glob("*.png")):
         new = load_label_map(f)
