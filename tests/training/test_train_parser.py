@@ -68,6 +68,7 @@ def test_augmentation_keeps_labels_valid_and_mirrors_pairs():
     assert (y[:, 150, 192 - 40] == 15).all()
 
 
+@pytest.mark.slow
 def test_few_steps_lower_the_loss_and_resume_matches(tmp_path, monkeypatch):
     import training.train_parser as tp
     from training.train_parser import train
