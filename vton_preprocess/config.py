@@ -60,6 +60,3 @@ PAD_COLOUR = (255, 255, 255)    # padding where the 3:4 box extends past the pho
 # needs ~3.5).
 POSE_MARGIN_FRAC = 0.25
 MAX_BOX_TO_PHOTO = 4.0
-# The crop is drawn on a canvas at most this many times the model width (photos are resampled
-# to it first), so memory follows the photo, not the box.
-CROP_CANVAS_MAX_SCALE = 4
