@@ -20,8 +20,10 @@ from vton_preprocess.parser import (
     save_parser,
 )
 
-#: Grouped IoU floors on the three shared samples (pooled confusion matrix).
-IOU_FLOORS = {"head": 0.85, "upper_clothes": 0.85, "arms": 0.7, "lower_body": 0.75}
+#: Grouped IoU floors on the three shared samples (pooled confusion matrix; the committed parser
+#: measured head 0.938, hair 0.873, face 0.924, upper clothes 0.960, arms 0.890, lower body 0.915).
+IOU_FLOORS = {"head": 0.90, "hair": 0.83, "face": 0.88, "upper_clothes": 0.92, "arms": 0.85,
+              "lower_body": 0.87}
 
 
 def test_committed_weights_load_strictly_and_match_their_card():
