@@ -126,13 +126,20 @@ ENV PATH=/opt/venv/bin:$PATH \
     CHECKPOINT_DIR=/app/checkpoints
 
 # Fail the build, not the first cold start, if a system library is missing.
-RUN python -c "import cv2, mediapipe, numpy, PIL, runpod, torch, torchvision"
+RUN python -c "import cv2, mediapipe, numpy, openvino, PIL, runpod, torch, torchvision"
 
 WORKDIR /app
 COPY --from=checkpoints /checkpoints /app/checkpoints
 COPY *.py grid.png ./
 COPY vton_preprocess/ ./vton_preprocess/
-RUN python -m compileall -q /app
+COPY openvino_backend/ ./openvino_backend/
+# Baked weights: export the OpenVINO graph now, next to them (/app/checkpoints/openvino), so that
+# a cold start only reads and compiles it. Not baked: the worker exports it on first start into
+# OPENVINO_CACHE_DIR (default <CHECKPOINT_DIR>/openvino).
+RUN if [ -f /app/checkpoints/GMM/gmm_final.pth ]; then \
+        python -m openvino_backend /app/checkpoints; \
+    fi \
+    && python -m compileall -q /app
 
 USER 10001:10001
 CMD ["python", "-u", "handler.py"]

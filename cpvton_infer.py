@@ -27,15 +27,21 @@ from PIL import Image
 import cp_dataset
 from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose,
                         normalize, person_representations)
-from errors import InvalidInput, NoCloth
+from errors import CheckpointError, InvalidInput, NoCloth
 from images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
-from weights import (GMM_FILE, TOM_FILE, WeightsInfo, load_checkpoint, random_weights,
-                     state_dict_sha256)
+from weights import (GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256, load_checkpoint,
+                     random_weights, state_dict_sha256)
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Where the networks run: PyTorch eager, or one OpenVINO graph (CPU only; see openvino_backend).
+BACKENDS = ("torch", "openvino")
+#: The export-cache name of the whole-pipeline OpenVINO graph.
+PIPELINE_GRAPH = "cpvton_pipeline"
+#: Folder of the export cache inside the checkpoint folder, unless another one is given.
+OPENVINO_CACHE_SUBDIR = "openvino"
 OUTPUT_SIZES = ("original", "model")
 #: Parse labels that the try-on replaces when the result is pasted back into a photo:
 #: the upper-body garment and the arms (the new garment may have other sleeves).
@@ -147,10 +153,38 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
+def _resolve_backend(backend: str, device: torch.device) -> tuple[str, str]:
+    """(backend, why): "auto" is OpenVINO on CPU (when it is installed, else PyTorch, logged),
+    PyTorch on CUDA. An explicit "openvino" that cannot run raises at once."""
+    if backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, not {backend!r}")
+    if backend == "openvino" and device.type != "cpu":
+        raise ValueError(f"the OpenVINO backend runs on the CPU, not on {device}; "
+                         "use BACKEND=torch or auto with a GPU")
+    if backend != "auto":
+        if backend == "openvino":
+            import openvino_backend
+            openvino_backend.core()           # raises BackendUnavailable with the reason
+        return backend, "requested"
+    if device.type != "cpu":
+        return "torch", f"auto: PyTorch on {device.type}"
+    import openvino_backend
+    try:
+        openvino_backend.core()
+    except openvino_backend.BackendUnavailable as exc:
+        log.warning("BACKEND=auto: OpenVINO is unavailable (%s); the networks run on PyTorch, "
+                    "which is slower on CPU", exc)
+        return "torch", f"auto: OpenVINO unavailable ({exc})"
+    return "openvino", "auto: OpenVINO on CPU"
+
+
+def _resolve_precision(precision: str, device: torch.device, backend: str = "torch") -> str:
+    if backend == "openvino":
+        import openvino_backend
+        return openvino_backend.resolve_precision(precision)
     if precision == "auto":
         if device.type != "cuda":
-            return "fp32"
+            return "bf16" if cpu_has_native_bf16() else "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, not {precision!r}")
@@ -191,8 +225,13 @@ class CPVTONPlusModel:
     Args:
         checkpoint_dir: folder holding ``GMM/gmm_final.pth`` and ``TOM/tom_final.pth``.
         device: "auto" (CUDA if visible, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
-        precision: "auto" (fp32 on CPU; bf16, or fp16 where bf16 is unsupported, on CUDA),
-            "fp32", "bf16" or "fp16" (reduced precisions run under autocast).
+        precision: "auto" (on CPU: bf16 where the CPU has native bf16, else fp32; on CUDA: bf16,
+            or fp16 where bf16 is unsupported), "fp32", "bf16" or "fp16" (reduced precisions run
+            under autocast on the torch backend).
+        backend: "auto" (OpenVINO on CPU, PyTorch on CUDA), "torch" or "openvino". The OpenVINO
+            backend runs the whole of :meth:`forward_tensors` as one graph exported once per
+            checkpoint pair; it has no ``gmm``/``tom`` torch modules (they are ``None``).
+        openvino_cache_dir: the export cache (default ``checkpoint_dir/openvino``).
         gmm_checkpoint, tom_checkpoint: override the two file paths.
         allow_random_weights: only for smoke runs: if a checkpoint file is missing, use the
             deterministic random weights instead of failing; results then say ``random_weights``.
@@ -208,36 +247,80 @@ class CPVTONPlusModel:
                  precision: str = "auto", *, gmm_checkpoint: str | os.PathLike | None = None,
                  tom_checkpoint: str | os.PathLike | None = None, allow_random_weights: bool = False,
                  gmm_sha256: str | None = None, tom_sha256: str | None = None,
-                 channels_last: bool | str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, cfg: CPVTONConfig = DEFAULT_CONFIG):
+                 channels_last: bool | str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 cfg: CPVTONConfig = DEFAULT_CONFIG, backend: str = "auto",
+                 openvino_cache_dir: str | os.PathLike | None = None):
         self.cfg = cfg
         self.max_pixels = max_pixels
         self.device = _resolve_device(device)
-        self.precision = _resolve_precision(precision, self.device)
-        # Built on the meta device (no random initialisation: it is replaced by the weights
-        # anyway, and costs ~0.3 s of cold start); the geometry buffers are computed for real.
-        with torch.device("meta"):
-            self.gmm = build_gmm(cfg)
-            self.tom = build_tom(cfg)
+        self.backend, self.backend_reason = _resolve_backend(backend, self.device)
+        self.precision = _resolve_precision(precision, self.device, self.backend)
         ckpt = Path(checkpoint_dir)
         gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
         tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
-        if allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()):
-            gmm_state, tom_state = random_weights(cfg)
-            self.gmm.load_state_dict(gmm_state, strict=True, assign=True)
-            self.tom.load_state_dict(tom_state, strict=True, assign=True)
-            self.weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
-                                       random=True)
+        self._sources = (gmm_path, tom_path, gmm_sha256, tom_sha256,
+                         allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()))
+        self.channels_last = (self.device.type == "cuda") if channels_last == "auto" else bool(channels_last)
+        self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self._graph = None
+        self.openvino_model_path: Path | None = None
+        if self.backend == "openvino":
+            self.gmm = self.tom = None
+            self._load_openvino(Path(openvino_cache_dir) if openvino_cache_dir
+                                else ckpt / OPENVINO_CACHE_SUBDIR)
+        else:
+            self.gmm, self.tom, self.weights = self._load_networks()
+            for net in (self.gmm, self.tom):
+                net.to(self.device, memory_format=self._memory_format)
+        self.grid_image = cp_dataset.grid_image_tensor(cfg)        # 3×H×W in [-1, 1]
+
+    def _load_networks(self):
+        """(gmm, tom, WeightsInfo): the torch networks on the CPU with their weights (from the
+        files, strictly; or the random weights when allowed and a file is missing)."""
+        gmm_path, tom_path, gmm_sha256, tom_sha256, use_random = self._sources
+        # Built on the meta device (no random initialisation: it is replaced by the weights
+        # anyway, and costs ~0.3 s of cold start); the geometry buffers are computed for real.
+        with torch.device("meta"):
+            gmm, tom = build_gmm(self.cfg), build_tom(self.cfg)
+        if use_random:
+            gmm_state, tom_state = random_weights(self.cfg)
+            gmm.load_state_dict(gmm_state, strict=True, assign=True)
+            tom.load_state_dict(tom_state, strict=True, assign=True)
+            info = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
+                               random=True)
             log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
                         "(allow_random_weights=True)", gmm_path, tom_path)
         else:
-            self.weights = WeightsInfo(load_checkpoint(self.gmm, gmm_path, gmm_sha256),
-                                       load_checkpoint(self.tom, tom_path, tom_sha256), random=False,
+            info = WeightsInfo(load_checkpoint(gmm, gmm_path, gmm_sha256),
+                               load_checkpoint(tom, tom_path, tom_sha256), random=False,
+                               gmm_path=str(gmm_path), tom_path=str(tom_path))
+        return gmm.requires_grad_(False), tom.requires_grad_(False), info
+
+    def _load_openvino(self, cache_dir: Path) -> None:
+        """Compile the pipeline graph from the export cache, exporting it on a miss. With the
+        checkpoint files' hashes as the key, a cache hit needs no torch weights at all."""
+        import openvino_backend
+        gmm_path, tom_path, gmm_sha256, tom_sha256, use_random = self._sources
+        nets = None
+        if use_random:
+            *nets, self.weights = self._load_networks()
+        else:
+            self.weights = WeightsInfo(checked_file_sha256(gmm_path, gmm_sha256),
+                                       checked_file_sha256(tom_path, tom_sha256), random=False,
                                        gmm_path=str(gmm_path), tom_path=str(tom_path))
-        self.channels_last = (self.device.type == "cuda") if channels_last == "auto" else bool(channels_last)
-        self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for net in (self.gmm, self.tom):
-            net.to(self.device, memory_format=self._memory_format).requires_grad_(False)
-        self.grid_image = cp_dataset.grid_image_tensor(cfg)        # 3×H×W in [-1, 1]
+
+        def export(xml_path: Path) -> None:
+            from openvino_backend.pipeline_graph import export_pipeline
+            gmm, tom, info = self._load_networks() if nets is None else (*nets, self.weights)
+            if (info.gmm_sha256, info.tom_sha256) != (self.weights.gmm_sha256, self.weights.tom_sha256):
+                raise CheckpointError(f"{gmm_path} or {tom_path} changed while being loaded")
+            export_pipeline(gmm, tom, xml_path)
+
+        identity = {"gmm_sha256": self.weights.gmm_sha256, "tom_sha256": self.weights.tom_sha256,
+                    "config": repr(self.cfg)}
+        self.openvino_model_path = openvino_backend.cached_model(cache_dir, PIPELINE_GRAPH,
+                                                                 identity, export)
+        self._graph = openvino_backend.CompiledGraph(self.openvino_model_path, self.precision)
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -346,6 +429,8 @@ class CPVTONPlusModel:
         B×3×H×W, warped_mask B×1×H×W (before binarising), rendered B×3×H×W, composite_mask
         B×1×H×W, tryon B×3×H×W, and ``timings_ms`` is not included (see :meth:`run`).
         """
+        if self._graph is not None:
+            return self._forward_openvino(agnostic_gmm, agnostic_tom, cloth, cloth_mask)
         dev, fmt = self.device, self._memory_format
         agnostic_gmm, agnostic_tom, cloth, cloth_mask = (
             t.to(dev, non_blocking=True).contiguous(memory_format=fmt)
@@ -359,6 +444,13 @@ class CPVTONPlusModel:
         return {"theta": theta.float(), "grid": grid.float(), "warped_cloth": warped.float(),
                 "warped_mask": warped_mask.float(), "rendered": rendered,
                 "composite_mask": composite, "tryon": tryon}
+
+    def _forward_openvino(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`forward_tensors` on the OpenVINO graph (same inputs, outputs and meaning)."""
+        import openvino_backend
+        arrays = {name: t.detach().to("cpu", torch.float32).numpy()
+                  for name, t in zip(openvino_backend.PIPELINE_INPUTS, inputs)}
+        return {name: torch.from_numpy(a) for name, a in self._graph(arrays).items()}
 
     def run(self, persons: Sequence[PreparedPerson], cloths: Sequence[PreparedCloth], *,
             output_size: str = "original") -> list[TryOnResult]:

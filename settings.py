@@ -21,7 +21,15 @@ ALLOW_RANDOM_WEIGHTS     ``0``               ``1``: run with random weights when
                                              missing (tests and demos only; results say so).
 DEVICE                   ``auto``            ``auto`` | ``cpu`` | ``cuda``.
 REQUIRE_GPU              ``0``               ``1``: refuse to start without a visible CUDA GPU.
-PRECISION                ``auto``            ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
+PRECISION                ``auto``            ``auto`` | ``fp32`` | ``bf16`` | ``fp16``. ``auto``: bf16
+                                             on a CPU with native bf16 (and on CUDA, fp16
+                                             where bf16 is unsupported), else fp32.
+BACKEND                  ``auto``            ``auto`` | ``torch`` | ``openvino``: what runs the
+                                             networks. ``auto``: OpenVINO on CPU (PyTorch if
+                                             it is not installed, logged), PyTorch on CUDA.
+OPENVINO_CACHE_DIR       (unset)             Folder of the exported OpenVINO models (keyed by
+                                             the checkpoints' sha256); default
+                                             ``<CHECKPOINT_DIR>/openvino``.
 MAX_BATCH_ITEMS          ``8``               Most try-on items in one job.
 MAX_INPUT_BYTES          ``10000000``        Most encoded bytes of one input image (base64
                                              decoded), checked before decoding.
@@ -56,13 +64,14 @@ REPO_DIR = Path(__file__).resolve().parent
 ENV_VARS = (
     "CHECKPOINT_DIR", "GMM_CHECKPOINT", "TOM_CHECKPOINT", "GMM_SHA256", "TOM_SHA256",
     "ALLOW_RANDOM_WEIGHTS", "DEVICE",
-    "REQUIRE_GPU", "PRECISION", "MAX_BATCH_ITEMS", "MAX_INPUT_BYTES", "MAX_IMAGE_PIXELS",
+    "REQUIRE_GPU", "PRECISION", "BACKEND", "OPENVINO_CACHE_DIR", "MAX_BATCH_ITEMS", "MAX_INPUT_BYTES", "MAX_IMAGE_PIXELS",
     "URL_TIMEOUT_S", "URL_MAX_BYTES", "MAX_RESPONSE_BYTES", "BUCKET_ENDPOINT_URL", "LOG_LEVEL",
     "CONCURRENCY", "WARMUP", "PERSON_CACHE_SIZE",
 )
 
 _DEVICES = ("auto", "cpu", "cuda")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_BACKENDS = ("auto", "torch", "openvino")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -87,6 +96,8 @@ class Settings:
     device: str = "auto"
     require_gpu: bool = False
     precision: str = "auto"
+    backend: str = "auto"
+    openvino_cache_dir: Optional[Path] = None     # None: checkpoint_dir / "openvino"
     max_batch_items: int = 8
     max_input_bytes: int = 10_000_000
     max_image_pixels: int = 40_000_000
@@ -166,6 +177,7 @@ class Settings:
             return value
 
         gmm, tom = text("GMM_CHECKPOINT"), text("TOM_CHECKPOINT")
+        ov_cache = text("OPENVINO_CACHE_DIR")
         defaults = cls()
         return cls(
             checkpoint_dir=_resolve(text("CHECKPOINT_DIR") or "checkpoints"),
@@ -177,6 +189,8 @@ class Settings:
             device=choice("DEVICE", "auto", _DEVICES),
             require_gpu=flag("REQUIRE_GPU", False),
             precision=choice("PRECISION", "auto", _PRECISIONS),
+            backend=choice("BACKEND", "auto", _BACKENDS),
+            openvino_cache_dir=_resolve(ov_cache) if ov_cache else None,
             max_batch_items=integer("MAX_BATCH_ITEMS", defaults.max_batch_items, 1),
             max_input_bytes=integer("MAX_INPUT_BYTES", defaults.max_input_bytes, 1),
             max_image_pixels=integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1),
