@@ -258,3 +258,12 @@ def test_worker_serves_on_either_backend(random_ckpt_dir, ov_model, backend):
     worker = handler.start_worker(Settings(checkpoint_dir=random_ckpt_dir, device="cpu",
                                            precision="fp32", backend=backend, warmup=True))
     assert worker.model.backend == backend
+
+
+def test_the_image_build_command_fills_the_cache(random_ckpt_dir, ov_entry, tmp_path, capsys):
+    """``python -m openvino_backend CKPT`` (run by the Dockerfile when weights are baked)."""
+    from openvino_backend.__main__ import main
+    assert main([str(random_ckpt_dir)]) == 0                  # the session's entry: a cache hit
+    assert capsys.readouterr().out.strip() == str(ov_entry)
+    assert main([str(tmp_path / "no-checkpoints")]) == 1
+    assert "checkpoint not found" in capsys.readouterr().err
