@@ -563,11 +563,19 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--memory-requests", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for PyTorch and OpenVINO in this process (default: all cores); "
+                         "1 gives steadier ratios on a machine shared with other work")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        import openvino_backend
+        openvino_backend.core().set_property("CPU", {"INFERENCE_NUM_THREADS": args.threads})
     if args.quick:
         args.repeats, args.memory_requests = 3, 20
     sections = set(args.sections.split(","))
     results: dict = {"machine": machine()}
+    results["machine"]["openvino_threads"] = args.threads or "all"
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp)
         write_random_checkpoints(ckpt)

@@ -22,16 +22,24 @@ class BackendUnavailable(RuntimeError):
     """OpenVINO cannot run here (not installed, or the CPU plugin is missing)."""
 
 
+_CORE = None
+
+
 def core():
-    """An ``openvino.Core``; raises :class:`BackendUnavailable` if OpenVINO is not installed."""
+    """The process's ``openvino.Core`` (one, so that device properties set on it, e.g. the
+    benchmark's thread count, apply to every compile); raises :class:`BackendUnavailable` if
+    OpenVINO is not installed or has no CPU plugin."""
+    global _CORE
     try:
         import openvino as ov
     except ImportError as exc:
         raise BackendUnavailable(f"the openvino package is not installed ({exc})") from None
-    c = ov.Core()
-    if DEVICE not in c.available_devices:
-        raise BackendUnavailable(f"OpenVINO has no {DEVICE} plugin (devices: {c.available_devices})")
-    return c
+    if _CORE is None:
+        c = ov.Core()
+        if DEVICE not in c.available_devices:
+            raise BackendUnavailable(f"OpenVINO has no {DEVICE} plugin (devices: {c.available_devices})")
+        _CORE = c
+    return _CORE
 
 
 def cpu_capabilities(ov_core=None) -> tuple[str, ...]:
