@@ -130,8 +130,13 @@ RUN python -c "import cv2, mediapipe, numpy, openvino, PIL, runpod, torch, torch
 
 WORKDIR /app
 COPY --from=checkpoints /checkpoints /app/checkpoints
-COPY *.py grid.png ./
+# The serving code by name: the entry point, the model, its shared core, the preprocessing and the
+# worker package. Training code, tools, benchmarks and tests never ship
+# (tests/deploy/test_deploy_docker_and_env.py checks it).
+COPY handler.py cpvton_infer.py networks.py cp_dataset.py grid.png ./
+COPY vton_core/ ./vton_core/
 COPY vton_preprocess/ ./vton_preprocess/
+COPY worker/ ./worker/
 COPY openvino_backend/ ./openvino_backend/
 # Baked weights: export the OpenVINO graph now, next to them (/app/checkpoints/openvino), so that
 # a cold start only reads and compiles it. Not baked: the worker exports it on first start into

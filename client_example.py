@@ -375,7 +375,7 @@ class CPVTONClient:
 # ------------------------------------------------------------------------------------------------
 def example_sync(client: CPVTONClient) -> TryOnResult:
     """One synchronous try-on with the bundled sample images."""
-    import sample_images
+    from worker import sample_images
     result = client.try_on_sync(sample_images.person_photo(), sample_images.garment(384, 512),
                                 output_format="jpeg")
     print(f"sync: {result.image.size}, timings {result.info.get('timings_ms')}")
@@ -384,7 +384,7 @@ def example_sync(client: CPVTONClient) -> TryOnResult:
 
 def example_async(client: CPVTONClient) -> TryOnResult:
     """One asynchronous try-on (``/run`` then ``/status`` polling), with intermediates."""
-    import sample_images
+    from worker import sample_images
     result = client.try_on_async(sample_images.person_photo(), sample_images.garment(384, 512),
                                  return_intermediates=True)
     print(f"async: {result.image.size}, intermediates {sorted(result.intermediates)}")
@@ -393,7 +393,7 @@ def example_async(client: CPVTONClient) -> TryOnResult:
 
 def example_batch(client: CPVTONClient) -> list:
     """One person, three garment colours, one job."""
-    import sample_images
+    from worker import sample_images
     cloths = [sample_images.garment(384, 512, color) for color in
               ((200, 40, 60), (40, 140, 70), (30, 60, 160))]
     results = client.try_on_batch(person=sample_images.person_photo(), cloths=cloths)
@@ -427,7 +427,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "examples":
             example_sync(client), example_async(client), example_batch(client)
             return 0
-        import sample_images
+        from worker import sample_images
         person = args.person or sample_images.person_photo()
         cloth = args.cloth or sample_images.garment(384, 512)
         call = client.try_on_async if args.use_async else client.try_on_sync

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from images import load_label_map, load_mask, load_rgb
 from networks import DEFAULT_CONFIG, CPVTONConfig
+from vton_core.images import load_label_map, load_mask, load_rgb
 
 # LIP / CIHP labels (spec §4).
 LABELS = {

@@ -25,13 +25,12 @@ import torch
 from PIL import Image
 
 import cp_dataset
-from cp_dataset import (CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose,
-                        normalize, person_representations)
-from errors import CheckpointError, InvalidInput, NoCloth
-from images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
+from cp_dataset import CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose, normalize, person_representations
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
-from weights import (GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256, load_checkpoint,
-                     random_weights, state_dict_sha256)
+from vton_core.errors import CheckpointError, InvalidInput, NoCloth
+from vton_core.images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
+from vton_core.weights import (GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256, load_checkpoint,
+                               random_weights, state_dict_sha256)
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +206,13 @@ def cpu_has_native_bf16() -> bool:
 def _preprocess_module():
     """The automatic preprocessing module, imported on first use (it loads MediaPipe)."""
     try:
-        import preprocess
+        import vton_preprocess
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise InvalidInput(
             "automatic preprocessing is unavailable on this installation "
             f"({exc.name or exc}); supply person_parse, person_pose and person_mask "
             "for a 192x256 person image", field="person_image") from None
-    return preprocess
+    return vton_preprocess
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,7 +338,7 @@ class CPVTONPlusModel:
 
         ``parse`` (label image/array), ``pose`` (OpenPose JSON dict or 18×3 array) and
         ``person_mask`` (body mask image/array) are in the photo's pixel coordinates and are used
-        as given; whatever is missing is computed by :mod:`preprocess`. A 192×256 photo is used
+        as given; whatever is missing is computed by :mod:`vton_preprocess`. A 192×256 photo is used
         as is; any other size is framed to a 3:4 box around the person.
         """
         t0 = time.perf_counter()
@@ -379,7 +378,7 @@ class CPVTONPlusModel:
                               timings_ms=timings, cfg=self.cfg)
 
     def prepare_cloth(self, cloth, *, cloth_mask=None) -> PreparedCloth:
-        """Decode the in-shop garment photo and its mask (computed by :mod:`preprocess` if absent).
+        """Decode the in-shop garment photo and its mask (computed by :mod:`vton_preprocess` if absent).
 
         A garment photo of another size than 192×256 is padded with white to 3:4 (centred) and
         resized; its mask follows the same transform.

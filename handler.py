@@ -3,8 +3,8 @@
     python handler.py                                   # runs test_input.json once (SDK convention)
     python handler.py --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000   # local dev API
 
-``handler(job)`` is thin: validate the input against the schema (:mod:`api_schema`), load and
-size-check the images (:mod:`payloads`), prepare persons (cached by content hash) and garments,
+``handler(job)`` is thin: validate the input against the schema (:mod:`worker.schema`), load and
+size-check the images (:mod:`worker.inputs`), prepare persons (cached by content hash) and garments,
 run the model once per job (one batched forward pass), encode, and deliver inline or through S3.
 Every failure becomes ``{"error": "<CODE>: <message naming the field>"}``; no traceback or
 server path reaches a client. The model is loaded once per process (:func:`get_worker`).
@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-
-import payloads
-from api_schema import INTERMEDIATES, ClothSpec, ImageRef, Options, PersonSpec, Request, parse_request
-from batcher import MicroBatcher
-from errors import CheckpointError, InvalidInput, VTONError
-from person_cache import PersonCache, person_key
-from settings import Settings
+from vton_core.errors import CheckpointError, InvalidInput, VTONError
+from worker import encoding, inputs
+from worker.batcher import MicroBatcher
+from worker.delivery import deliver
+from worker.person_cache import PersonCache, person_key
+from worker.schema import INTERMEDIATES, ClothSpec, ImageRef, Options, PersonSpec, Request, parse_request
+from worker.settings import Settings
 
 log = logging.getLogger("cpvton.worker")
 
@@ -141,7 +141,7 @@ class Worker:
 
     Model calls are serialised with a lock (one GPU, preprocessing that is not re-entrant);
     downloads, decoding and encoding of concurrent jobs overlap. With ``CONCURRENCY`` > 1 the
-    forward passes of concurrent jobs are micro-batched (:mod:`batcher`): one pass, each job
+    forward passes of concurrent jobs are micro-batched (:mod:`worker.batcher`): one pass, each job
     getting its own results.
     """
 
@@ -159,10 +159,10 @@ class Worker:
         """(bytes, (w, h)) of one image input, within the byte and pixel limits."""
         s = self.settings
         t0 = time.perf_counter()
-        data = payloads.load_bytes(ref, max_bytes=s.max_input_bytes, url_timeout_s=s.url_timeout_s,
+        data = inputs.load_bytes(ref, max_bytes=s.max_input_bytes, url_timeout_s=s.url_timeout_s,
                                    url_max_bytes=s.url_max_bytes)
         _stage(timings, "fetch" if ref.url else "decode", t0)
-        size = payloads.image_size(data, field=ref.field, max_pixels=s.max_image_pixels)
+        size = inputs.image_size(data, field=ref.field, max_pixels=s.max_image_pixels)
         return data, size
 
     def _load_person(self, spec: PersonSpec, timings: dict) -> _Loaded:
@@ -299,7 +299,7 @@ class Worker:
         encoded = {st.index: self._encode(st.result, request.options)
                    for st in states if st.error is None}
         flat = [(f"{name}-{i}", data, fmt) for i, parts in encoded.items() for name, data, fmt in parts]
-        delivery, values = payloads.deliver(
+        delivery, values = deliver(
             flat, job_id=job_id, max_response_bytes=self.settings.max_response_bytes,
             bucket_endpoint_url=self.settings.bucket_endpoint_url)
         _stage(timings, "encode", t0)
@@ -400,15 +400,15 @@ class Worker:
 
     def _encode(self, result, options: Options) -> list:
         """[(name, bytes, fmt)]: the result in the requested format, intermediates as PNG."""
-        parts = [("result_image", payloads.encode_image(result.image, options.output_format,
+        parts = [("result_image", encoding.encode_image(result.image, options.output_format,
                                                         options.jpeg_quality),
                   options.output_format)]
         if options.return_intermediates:
             images = {"warped_cloth": result.warped_cloth, "warped_mask": result.warped_mask,
                       "composite_mask": result.composite_mask,
-                      "parse": payloads.parse_image(result.parse),
-                      "pose_overlay": payloads.pose_overlay(result.model_image, result.keypoints)}
-            parts += [(name, payloads.encode_image(images[name], "png", 100), "png")
+                      "parse": encoding.parse_image(result.parse),
+                      "pose_overlay": encoding.pose_overlay(result.model_image, result.keypoints)}
+            parts += [(name, encoding.encode_image(images[name], "png", 100), "png")
                       for name in INTERMEDIATES]
         return parts
 
@@ -498,7 +498,7 @@ def check_backend(settings: Settings) -> None:
 
 def check_checkpoints(settings: Settings) -> None:
     """Fitness check: both checkpoint files exist (unless random weights are allowed)."""
-    from weights import GMM_FILE, HOW_TO_GET, TOM_FILE
+    from vton_core.weights import GMM_FILE, HOW_TO_GET, TOM_FILE
     if settings.allow_random_weights:
         return
     for path in (settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE,
@@ -510,11 +510,11 @@ def check_checkpoints(settings: Settings) -> None:
 def warm_up(worker: Worker) -> float:
     """Load the preprocessing models and run one inference on a drawn person with exact
     annotations, so that the first job pays neither; returns ms."""
-    import preprocess
-    import sample_images
+    import vton_preprocess
+    from worker import sample_images
 
     t0 = time.perf_counter()
-    preprocess.warm_up()
+    vton_preprocess.warm_up()
     person = sample_images.synthetic_person()
     cloth = sample_images.garment()
     with worker.model_lock:

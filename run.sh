@@ -3,7 +3,8 @@
 #   ./run.sh python runpod_test.py      # local smoke run
 #   ./run.sh python -m pytest -q        # the test suite
 # The environment lives in .venv (override with VENV=...). It is rebuilt when a requirements
-# file changes. PYTHON picks the interpreter used to create it (CPython 3.10-3.12).
+# file changes; the project itself is installed in editable mode (pyproject.toml). PYTHON picks
+# the interpreter used to create it (CPython 3.10-3.12).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 venv=${VENV:-$here/.venv}
@@ -21,6 +22,14 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
     -r "$here/requirements_mediapipe.txt" >&2
   echo "$want" >"$stamp"
+fi
+# This checkout, installed in editable mode (no dependencies: they are the requirements above), so
+# that scripts in tools/ and benchmarks/ import the project without sys.path edits.
+project_stamp="$venv/.project"
+want_project="$here $(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)"
+if [[ ! -f $project_stamp || $(cat "$project_stamp") != "$want_project" ]]; then
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$here" >&2
+  echo "$want_project" >"$project_stamp"
 fi
 export PATH="$venv/bin:$PATH"
 cd "$here"

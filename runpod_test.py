@@ -58,8 +58,8 @@ def montage(panels: list, height: int = 384) -> Image.Image:
 def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -> tuple:
     """Run ``handler.handler`` in this process; returns (output dict, per-call ms, random)."""
     import handler
-    from settings import Settings
-    from weights import GMM_FILE, TOM_FILE
+    from vton_core.weights import GMM_FILE, TOM_FILE
+    from worker.settings import Settings
 
     settings = Settings.from_env()
     gmm = settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
                         help="calls to time (the 2nd reuses the cached person analysis)")
     args = parser.parse_args(argv)
 
-    import sample_images
+    from worker import sample_images
     person = _load(args.person) if args.person else sample_images.person_photo()
     cloth = _load(args.cloth) if args.cloth else sample_images.garment(384, 512)
     if args.api:

@@ -43,13 +43,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+import networks
+from cp_dataset import person_representations
+from vton_core.weights import random_weights, write_random_checkpoints
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 
-import networks  # noqa: E402
-from cp_dataset import person_representations  # noqa: E402
-from weights import random_weights, write_random_checkpoints  # noqa: E402
 
 H, W = networks.DEFAULT_CONFIG.height, networks.DEFAULT_CONFIG.width
 
@@ -344,22 +344,22 @@ def photos() -> tuple[list[bytes], list[bytes]]:
         persons = [jpeg(Image.open(p)) for p in sorted((PHOTOS / "person").glob("*"))]
         cloths = [jpeg(Image.open(p)) for p in sorted((PHOTOS / "cloth").glob("*"))]
         return persons, cloths
-    import sample_images
+    from worker import sample_images
     return [jpeg(sample_images.person_photo())], [jpeg(sample_images.garment())]
 
 
 def section_preprocess(results: dict, repeats: int) -> None:
-    import preprocess
+    import vton_preprocess
     persons, cloths = photos()
     big = Image.open(io.BytesIO(persons[0])).convert("RGB")
     small = big.resize((W, H), Image.BICUBIC)
     cloth = Image.open(io.BytesIO(cloths[0])).convert("RGB")
-    preprocess.analyze_person(small)                                      # load the models
-    results["analysis_192x256_ms"] = median_ms(lambda: preprocess.analyze_person(small), repeats)
-    results["analysis_768x1024_ms"] = median_ms(lambda: preprocess.analyze_person(big), repeats)
-    results["cloth_segmentation_768x1024_ms"] = median_ms(lambda: preprocess.segment_cloth(cloth), repeats)
+    vton_preprocess.analyze_person(small)                                      # load the models
+    results["analysis_192x256_ms"] = median_ms(lambda: vton_preprocess.analyze_person(small), repeats)
+    results["analysis_768x1024_ms"] = median_ms(lambda: vton_preprocess.analyze_person(big), repeats)
+    results["cloth_segmentation_768x1024_ms"] = median_ms(lambda: vton_preprocess.segment_cloth(cloth), repeats)
     results["cloth_segmentation_192x256_ms"] = median_ms(
-        lambda: preprocess.segment_cloth(cloth.resize((W, H))), repeats)
+        lambda: vton_preprocess.segment_cloth(cloth.resize((W, H))), repeats)
 
 
 @contextlib.contextmanager
@@ -382,7 +382,7 @@ def section_e2e_memory(results: dict, ckpt: Path, repeats: int, memory_requests:
     import psutil
 
     import handler
-    from settings import Settings
+    from worker.settings import Settings
     persons, cloths = photos()
     with worker_env(ckpt):
         worker = handler.start_worker(Settings.from_env())
@@ -425,7 +425,7 @@ def section_e2e_memory(results: dict, ckpt: Path, repeats: int, memory_requests:
 def section_e2e_backends(results: dict, ckpt: Path, repeats: int, job) -> None:
     """handler() p50 for a new person, one worker per backend (PRECISION=auto), interleaved."""
     import handler
-    from settings import Settings
+    from worker.settings import Settings
     persons, cloths = photos()
     workers = {}
     for backend in WORKER_BACKENDS:
@@ -449,7 +449,7 @@ COLD_START = r"""
 import base64, json, sys, time
 t_import = time.perf_counter()
 import handler
-from settings import Settings
+from worker.settings import Settings
 handler.set_worker(handler.start_worker(Settings.from_env()))
 job = json.loads(sys.stdin.read())
 out = handler.handler(job)

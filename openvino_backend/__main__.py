@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from cpvton_infer import CPVTONPlusModel
-    from errors import CheckpointError
+    from vton_core.errors import CheckpointError
     from openvino_backend.runtime import BackendUnavailable
     try:
         # fp32: compiling works on any CPU; the cache holds the same IR for every precision.

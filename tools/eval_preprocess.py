@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import preprocess as P  # noqa: E402
-from images import load_label_map, load_rgb  # noqa: E402
+import vton_preprocess as P
+from vton_core.images import load_label_map, load_rgb
 
 TARGETS = {"keypoint_median_px": ("<=", 4.0), "body_iou": (">=", 0.96), "face_iou": (">=", 0.80),
            "head_iou": (">=", 0.85), "lower_iou": (">=", 0.80), "cloth_iou_mean": (">=", 0.95),

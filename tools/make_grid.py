@@ -7,9 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cp_dataset import GRID_IMAGE, draw_grid  # noqa: E402
+from cp_dataset import GRID_IMAGE, draw_grid
 
 
 def main(argv: list[str]) -> int:

@@ -9,12 +9,9 @@ only. The outputs are meaningless images; the official weights come from downloa
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from weights import file_sha256, write_random_checkpoints  # noqa: E402
+from vton_core.weights import file_sha256, write_random_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:

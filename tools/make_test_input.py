@@ -14,10 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from worker import sample_images
 
-import sample_images  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Size of the person photo in the request, and its JPEG quality: small, still clearly a person.
 PERSON_SIDE = 320

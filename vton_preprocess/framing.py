@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from errors import NoPerson
+from vton_core.errors import NoPerson
 
 from . import config as C
 

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from errors import InvalidInput, NoPerson
-from images import load_label_map, load_rgb
+from vton_core.errors import InvalidInput, NoPerson
+from vton_core.images import load_label_map, load_rgb
 
 from . import config as C
 from . import models

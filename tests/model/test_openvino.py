@@ -18,14 +18,14 @@ import torch
 
 import handler
 import openvino_backend
-import test_golden
-from conftest import needs_shared, viton_pairs, viton_sample
 from cpvton_infer import PIPELINE_GRAPH, CPVTONPlusModel
-from metrics import psnr
 from openvino_backend import export_cache
 from openvino_backend.runtime import BackendUnavailable
-from settings import Settings
-from weights import GMM_FILE, TOM_FILE
+from tests.helpers.shared_data import needs_shared
+from tests.model import test_golden
+from training.metrics import psnr
+from vton_core.weights import GMM_FILE, TOM_FILE
+from worker.settings import Settings
 
 ov = pytest.importorskip("openvino")
 NO_BF16 = "this CPU has no native bf16 (OpenVINO's OPTIMIZATION_CAPABILITIES lists no BF16)"
@@ -99,7 +99,7 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch):
 
 
 def test_openvino_model_serves_a_try_on(ov_model):
-    import sample_images
+    from worker import sample_images
     person = sample_images.synthetic_person()
     cloth = sample_images.garment()
     result = ov_model.try_on(person.image, cloth, parse=person.parse, pose=person.pose,

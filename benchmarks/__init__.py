@@ -1,0 +1,1 @@
+"""The benchmark (`./run.sh python benchmarks/bench.py`)."""

@@ -1,0 +1,192 @@
+"""Checkpoint files: loud, strict loading, identity (sha256), and deterministic random weights.
+
+The published checkpoints are plain ``state_dict``\\ s saved with ``torch.save``. They are loaded
+with ``torch.load(weights_only=True)`` (no arbitrary code from a pickle) and checked key by key
+and shape by shape before ``load_state_dict(strict=True)``; any problem is a
+:class:`errors.CheckpointError` that names the file and says how to get the official ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom
+from vton_core.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+GMM_FILE = Path("GMM") / "gmm_final.pth"
+TOM_FILE = Path("TOM") / "tom_final.pth"
+#: Seeds of the deterministic random weights (spec §7; the golden file was made with these).
+GMM_SEED = 1234
+TOM_SEED = 5678
+HOW_TO_GET = ("Get the official CP-VTON+ checkpoints with ./download_checkpoints.sh "
+              "(see README_RUNPOD.md), or point CHECKPOINT_DIR / GMM_CHECKPOINT / TOM_CHECKPOINT "
+              "at them.")
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from. ``random`` is True only for explicitly requested
+    in-memory random weights (never for a file)."""
+
+    gmm_sha256: str
+    tom_sha256: str
+    random: bool
+    gmm_path: str | None = None
+    tom_path: str | None = None
+
+    def short(self) -> dict:
+        """A compact, client-safe identity: sha256 prefixes and the random flag (no paths)."""
+        return {"gmm_sha256": self.gmm_sha256[:12], "tom_sha256": self.tom_sha256[:12],
+                "random": self.random}
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 over sorted keys and tensor bytes (identity of in-memory weights)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_state_file(path: str | Path, what: str) -> dict:
+    """A local ``weights_only`` state-dict file (auxiliary networks: VGG, LPIPS, Inception).
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file; nothing is downloaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state dict")
+    return state
+
+
+def check_state_dict(module: nn.Module, state: object, source: str) -> dict[str, torch.Tensor]:
+    """Verify that ``state`` has exactly ``module``'s keys and shapes; return it as a dict."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source} is not a plain state_dict of tensors. {HOW_TO_GET}")
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        hint = ""
+        if any(k.startswith("module.") for k in unexpected):
+            hint = " (keys start with 'module.': saved from DataParallel; strip that prefix)"
+        raise CheckpointError(
+            f"{source} does not match the CP-VTON+ architecture: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}){hint}. "
+            f"{HOW_TO_GET}")
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        k, got, want = wrong[0]
+        raise CheckpointError(
+            f"{source}: {len(wrong)} tensors have the wrong shape, e.g. {k}: {got} instead of "
+            f"{want}. {HOW_TO_GET}")
+    return state
+
+
+def checked_file_sha256(path: Path, expected_sha256: str | None = None) -> str:
+    """The sha256 of checkpoint ``path``; raises :class:`CheckpointError` (naming the path) if the
+    file is missing or (when ``expected_sha256`` is given) has another hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}. {HOW_TO_GET}")
+    digest = file_sha256(path)
+    if expected_sha256 and digest != expected_sha256.strip().lower():
+        raise CheckpointError(
+            f"checkpoint {path} has sha256 {digest[:16]}…, not the expected "
+            f"{expected_sha256.strip().lower()[:16]}…: the file was modified or is another "
+            f"file. {HOW_TO_GET}")
+    return digest
+
+
+def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None = None) -> str:
+    """Load ``path`` into ``module`` strictly; return the file's sha256.
+
+    Raises :class:`CheckpointError` (naming ``path``) if the file is missing, unreadable,
+    truncated, not a state dict, has other keys or shapes than the architecture, or (when
+    ``expected_sha256`` is given) has another sha256 — a tampered or substituted file.
+    """
+    path = Path(path)
+    digest = checked_file_sha256(path, expected_sha256)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, disallowed pickle globals, ...
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(exc).__name__} (truncated, corrupt or not a "
+            f"weights-only torch file). {HOW_TO_GET}") from None
+    state = check_state_dict(module, state, str(path))
+    # assign=True: the loaded tensors become the parameters (also for a module built on the
+    # meta device); every key is present, as checked above.
+    module.load_state_dict(state, strict=True, assign=True)
+    log.info("loaded %s (sha256 %s)", path, digest[:12])
+    return digest
+
+
+def random_state_dict(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic random weights for ``module`` (spec §7, the golden file's recipe).
+
+    Keys are visited in sorted order with one ``numpy.random.default_rng(seed)``; each tensor is
+    drawn with its full shape in one call and cast to float32.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sorted(module.state_dict().items()):
+        shape = tuple(value.shape)
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.zeros(shape, dtype=value.dtype)      # as initialised
+            continue
+        if key.endswith("running_mean"):
+            a = 0.1 * rng.standard_normal(shape)
+        elif key.endswith("running_var"):
+            a = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) >= 2:
+            a = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+        elif key.endswith("weight"):
+            a = 1.0 + 0.1 * rng.standard_normal(shape)
+        else:
+            a = 0.1 * rng.standard_normal(shape)
+        out[key] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return out
+
+
+def random_weights(cfg: CPVTONConfig = DEFAULT_CONFIG) -> tuple[dict, dict]:
+    """The deterministic random (GMM, TOM) state dicts."""
+    with torch.device("meta"):                      # only names and shapes are needed
+        gmm, tom = build_gmm(cfg), build_tom(cfg)
+    return random_state_dict(gmm, GMM_SEED), random_state_dict(tom, TOM_SEED)
+
+
+def write_random_checkpoints(directory: str | Path, cfg: CPVTONConfig = DEFAULT_CONFIG
+                             ) -> tuple[Path, Path]:
+    """Write ``directory/GMM/gmm_final.pth`` and ``directory/TOM/tom_final.pth`` with the
+    deterministic random weights, in the official format (plain state dicts)."""
+    directory = Path(directory)
+    gmm_state, tom_state = random_weights(cfg)
+    paths = (directory / GMM_FILE, directory / TOM_FILE)
+    for path, state in zip(paths, (gmm_state, tom_state)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+    return paths
