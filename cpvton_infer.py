@@ -90,6 +90,19 @@ class PreparedCloth:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class WeightSources:
+    """Where a model's network weights come from: the two checkpoint files, their expected
+    sha256 (or None), and ``random``: use the deterministic random weights instead (allowed, and
+    a file is missing)."""
+
+    gmm_path: Path
+    tom_path: Path
+    gmm_sha256: str | None
+    tom_sha256: str | None
+    random: bool
+
+
 @dataclass
 class TryOnResult:
     """The try-on and its intermediates (PIL images of the model size, 192×256, unless noted).
@@ -257,8 +270,8 @@ class CPVTONPlusModel:
         ckpt = Path(checkpoint_dir)
         gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
         tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
-        self._sources = (gmm_path, tom_path, gmm_sha256, tom_sha256,
-                         allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()))
+        self.sources = WeightSources(gmm_path, tom_path, gmm_sha256, tom_sha256, random=(
+            allow_random_weights and not (gmm_path.is_file() and tom_path.is_file())))
         self.channels_last = (self.device.type == "cuda") if channels_last == "auto" else bool(channels_last)
         self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self._graph = None
@@ -276,43 +289,48 @@ class CPVTONPlusModel:
     def _load_networks(self):
         """(gmm, tom, WeightsInfo): the torch networks on the CPU with their weights (from the
         files, strictly; or the random weights when allowed and a file is missing)."""
-        gmm_path, tom_path, gmm_sha256, tom_sha256, use_random = self._sources
+        src = self.sources
         # Built on the meta device (no random initialisation: it is replaced by the weights
         # anyway, and costs ~0.3 s of cold start); the geometry buffers are computed for real.
         with torch.device("meta"):
             gmm, tom = build_gmm(self.cfg), build_tom(self.cfg)
-        if use_random:
+        if src.random:
             gmm_state, tom_state = random_weights(self.cfg)
             gmm.load_state_dict(gmm_state, strict=True, assign=True)
             tom.load_state_dict(tom_state, strict=True, assign=True)
             info = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
                                random=True)
             log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
-                        "(allow_random_weights=True)", gmm_path, tom_path)
+                        "(allow_random_weights=True)", src.gmm_path, src.tom_path)
         else:
-            info = WeightsInfo(load_checkpoint(gmm, gmm_path, gmm_sha256),
-                               load_checkpoint(tom, tom_path, tom_sha256), random=False,
-                               gmm_path=str(gmm_path), tom_path=str(tom_path))
+            info = WeightsInfo(load_checkpoint(gmm, src.gmm_path, src.gmm_sha256),
+                               load_checkpoint(tom, src.tom_path, src.tom_sha256), random=False,
+                               gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
         return gmm.requires_grad_(False), tom.requires_grad_(False), info
 
     def _load_openvino(self, cache_dir: Path) -> None:
         """Compile the pipeline graph from the export cache, exporting it on a miss. With the
         checkpoint files' hashes as the key, a cache hit needs no torch weights at all."""
         import openvino_backend
-        gmm_path, tom_path, gmm_sha256, tom_sha256, use_random = self._sources
-        nets = None
-        if use_random:
-            *nets, self.weights = self._load_networks()
+        src = self.sources
+        random_nets = None           # the random weights are made in memory: their hash needs them
+        if src.random:
+            gmm, tom, self.weights = self._load_networks()
+            random_nets = (gmm, tom)
         else:
-            self.weights = WeightsInfo(checked_file_sha256(gmm_path, gmm_sha256),
-                                       checked_file_sha256(tom_path, tom_sha256), random=False,
-                                       gmm_path=str(gmm_path), tom_path=str(tom_path))
+            self.weights = WeightsInfo(checked_file_sha256(src.gmm_path, src.gmm_sha256),
+                                       checked_file_sha256(src.tom_path, src.tom_sha256),
+                                       random=False, gmm_path=str(src.gmm_path),
+                                       tom_path=str(src.tom_path))
 
         def export(xml_path: Path) -> None:
             from openvino_backend.pipeline_graph import export_pipeline
-            gmm, tom, info = self._load_networks() if nets is None else (*nets, self.weights)
+            if random_nets is not None:
+                export_pipeline(*random_nets, xml_path)
+                return
+            gmm, tom, info = self._load_networks()
             if (info.gmm_sha256, info.tom_sha256) != (self.weights.gmm_sha256, self.weights.tom_sha256):
-                raise CheckpointError(f"{gmm_path} or {tom_path} changed while being loaded")
+                raise CheckpointError(f"{src.gmm_path} or {src.tom_path} changed while being loaded")
             export_pipeline(gmm, tom, xml_path)
 
         identity = {"gmm_sha256": self.weights.gmm_sha256, "tom_sha256": self.weights.tom_sha256,

@@ -182,6 +182,14 @@ def test_a_changed_checkpoint_gets_a_new_export(random_ckpt_dir, ov_entry, tmp_p
     assert m.openvino_model_path.parent != ckpt / "openvino" / ov_entry.name
 
 
+def test_random_weights_are_keyed_by_their_state_dict_hash(tmp_path, counting_export):
+    m = CPVTONPlusModel(tmp_path / "no-checkpoints", device="cpu", precision="fp32",
+                        backend="openvino", allow_random_weights=True,
+                        openvino_cache_dir=tmp_path / "cache")
+    assert m.weights.random and len(counting_export) == 1
+    assert export_cache.entry_problem(m.openvino_model_path.parent, _identity(m)) is None
+
+
 def test_generic_cache_for_any_module(tmp_path):
     """The hook other networks (e.g. the person parser) use: export once, reuse, rebuild."""
     calls = []
