@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: Bump when an exported graph changes meaning: older entries are then rebuilt.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: Permissions of an entry's folder: written by its owner, readable by everyone.
+ENTRY_MODE = 0o755
 MODEL_FILES = ("model.xml", "model.bin")
 #: The try-on pipeline's graph: its input and output names (``forward_tensors``' keys, in order).
 PIPELINE_INPUTS = ("agnostic_gmm", "agnostic_tom", "cloth", "cloth_mask")
@@ -95,6 +97,9 @@ def _write_entry(cache_dir: Path, entry: Path, identity: dict, export: Exporter)
     """Export into a temporary folder in ``cache_dir``, add the manifest, rename it to ``entry``."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=cache_dir))
     try:
+        # mkdtemp makes the folder private (0700); the entry must be readable by other users,
+        # e.g. the image's non-root worker reading what the build wrote as root.
+        os.chmod(tmp, ENTRY_MODE)
         export(tmp / MODEL_FILES[0])
         hashes = {file: file_sha256(tmp / file) for file in MODEL_FILES}
         (tmp / MANIFEST).write_text(json.dumps({"identity": identity, "files": hashes}, indent=1))

@@ -204,6 +204,7 @@ def test_generic_cache_for_any_module(tmp_path):
     again = export_cache.cached_model(tmp_path, "tiny", {"weights_sha256": "a" * 64}, export)
     other = export_cache.cached_model(tmp_path, "tiny", {"weights_sha256": "b" * 64}, export)
     assert first == again and other != first and len(calls) == 2
+    assert first.parent.stat().st_mode & 0o777 == export_cache.ENTRY_MODE   # others may read it
     graph = openvino_backend.CompiledGraph(first, "fp32")
     out = graph({graph.compiled.inputs[0].get_any_name(): np.ones((2, 3, 8, 8), np.float32)})
     assert next(iter(out.values())).shape == (2, 4, 8, 8)
