@@ -28,7 +28,7 @@ import cp_dataset
 from cp_dataset import CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose, normalize, person_representations
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
 from vton_core.errors import CheckpointError, InvalidInput, NoCloth
-from vton_core.images import DEFAULT_MAX_PIXELS, load_label_map, load_mask, load_rgb
+from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
 from vton_core.weights import (GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256, load_checkpoint,
                                random_weights, state_dict_sha256)
 
@@ -58,8 +58,8 @@ class PreparedPerson:
     image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
     model pixels; original: the photo as received (RGB); framing: how it maps to the model crop
     (``None`` when the photo already is 192×256 and was used as is). The two 22-channel
-    representations are derived on demand (:meth:`representations`, ~2 ms) rather than stored,
-    so that a cached person costs ~3 MB instead of ~12 MB.
+    representations are derived on demand (:meth:`representations`) rather than stored, so that
+    a cached person holds a quarter of the memory (both figures: README_RUNPOD.md § Performance).
     """
 
     image: torch.Tensor
@@ -88,19 +88,6 @@ class PreparedCloth:
     original: Image.Image
     notes: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WeightSources:
-    """Where a model's network weights come from: the two checkpoint files, their expected
-    sha256 (or None), and ``random``: use the deterministic random weights instead (allowed, and
-    a file is missing)."""
-
-    gmm_path: Path
-    tom_path: Path
-    gmm_sha256: str | None
-    tom_sha256: str | None
-    random: bool
 
 
 @dataclass
@@ -137,14 +124,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def to_pil(x: torch.Tensor) -> Image.Image:
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     """C×H×W in [-1, 1] (C = 1 or 3) → PIL L or RGB."""
     return Image.fromarray(to_uint8(x))
 
 
 def mask_to_pil(m: torch.Tensor) -> Image.Image:
     """1×H×W in [0, 1] → PIL L."""
-    return to_pil(m * 2 - 1)
+    return tensor_to_pil(m * 2 - 1)
 
 
 def replaced_region(parse: np.ndarray, warped_mask: np.ndarray) -> np.ndarray:
@@ -190,10 +177,7 @@ def _resolve_backend(backend: str, device: torch.device) -> tuple[str, str]:
     return "openvino", "auto: OpenVINO on CPU"
 
 
-def _resolve_precision(precision: str, device: torch.device, backend: str = "torch") -> str:
-    if backend == "openvino":
-        import openvino_backend
-        return openvino_backend.resolve_precision(precision)
+def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         if device.type != "cuda":
             return "bf16" if cpu_has_native_bf16() else "fp32"
@@ -229,115 +213,180 @@ def _preprocess_module():
 
 
 # ------------------------------------------------------------------------------------------------
-# The predictor
+# The builder
 # ------------------------------------------------------------------------------------------------
-class CPVTONPlusModel:
-    """CP-VTON+ (GMM + TOM) with checkpoint loading, preprocessing and batched inference.
+@dataclass
+class CPVTONNetworks:
+    """GMM and TOM with their weights loaded, frozen, on ``device``; ``weights`` says which."""
+
+    gmm: torch.nn.Module
+    tom: torch.nn.Module
+    weights: WeightsInfo
+    device: torch.device
+    channels_last: bool
+    cfg: CPVTONConfig = DEFAULT_CONFIG
+    backend_reason: str = "requested"   # why PyTorch runs them (BACKEND=auto explains itself)
+
+
+@dataclass
+class OpenVINONetworks:
+    """GMM → warp → TOM as one OpenVINO graph for the CPU (``model_path``: its IR in the export
+    cache), made from the weights that ``weights`` names. The predictor compiles it."""
+
+    model_path: Path
+    weights: WeightsInfo
+    cfg: CPVTONConfig = DEFAULT_CONFIG
+    backend_reason: str = "requested"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class WeightSources:
+    """Where the networks' weights come from: the two checkpoint files, their expected sha256
+    (or None), and ``random``: the deterministic random weights instead (allowed, and a file is
+    missing)."""
+
+    gmm_path: Path
+    tom_path: Path
+    gmm_sha256: str | None
+    tom_sha256: str | None
+    random: bool
+
+
+def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple[torch.nn.Module, torch.nn.Module, WeightsInfo]:
+    """(gmm, tom, WeightsInfo) on the CPU, frozen: the files loaded strictly, or the random weights."""
+    # Built on the meta device (no random initialisation: it is replaced by the weights anyway,
+    # and would cost cold-start time); the geometry buffers are computed for real.
+    with torch.device("meta"):
+        gmm, tom = build_gmm(cfg), build_tom(cfg)
+    if src.random:
+        gmm_state, tom_state = random_weights(cfg)
+        gmm.load_state_dict(gmm_state, strict=True, assign=True)
+        tom.load_state_dict(tom_state, strict=True, assign=True)
+        weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state), random=True)
+        log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
+                    "(allow_random_weights=True)", src.gmm_path, src.tom_path)
+    else:
+        weights = WeightsInfo(load_checkpoint(gmm, src.gmm_path, src.gmm_sha256),
+                              load_checkpoint(tom, src.tom_path, src.tom_sha256), random=False,
+                              gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
+    return gmm.requires_grad_(False), tom.requires_grad_(False), weights
+
+
+def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reason: str) -> OpenVINONetworks:
+    """The pipeline graph from the export cache, exported on a miss. The key is the checkpoint
+    files' sha256, so a cache hit needs no torch weights at all."""
+    import openvino_backend
+    random_nets = None           # random weights are made in memory: their hash needs them
+    if src.random:
+        gmm, tom, weights = _load_networks(src, cfg)
+        random_nets = (gmm, tom)
+    else:
+        weights = WeightsInfo(checked_file_sha256(src.gmm_path, src.gmm_sha256),
+                              checked_file_sha256(src.tom_path, src.tom_sha256), random=False,
+                              gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
+
+    def export(xml_path: Path) -> None:
+        from openvino_backend.pipeline_graph import export_pipeline
+        if random_nets is not None:
+            export_pipeline(*random_nets, xml_path)
+            return
+        gmm, tom, loaded = _load_networks(src, cfg)
+        if (loaded.gmm_sha256, loaded.tom_sha256) != (weights.gmm_sha256, weights.tom_sha256):
+            raise CheckpointError(f"{src.gmm_path} or {src.tom_path} changed while being loaded")
+        export_pipeline(gmm, tom, xml_path)
+
+    identity = {"gmm_sha256": weights.gmm_sha256, "tom_sha256": weights.tom_sha256, "config": repr(cfg)}
+    path = openvino_backend.cached_model(cache_dir, PIPELINE_GRAPH, identity, export)
+    return OpenVINONetworks(path, weights, cfg, reason)
+
+
+def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto", *,
+                gmm_checkpoint: str | os.PathLike | None = None, tom_checkpoint: str | os.PathLike | None = None,
+                gmm_sha256: str | None = None, tom_sha256: str | None = None,
+                allow_random_weights: bool = False, channels_last: bool | str = "auto",
+                cfg: CPVTONConfig = DEFAULT_CONFIG, backend: str = "auto",
+                openvino_cache_dir: str | os.PathLike | None = None) -> CPVTONNetworks | OpenVINONetworks:
+    """Build GMM and TOM and load the CP-VTON+ checkpoints into them (strictly).
 
     Args:
         checkpoint_dir: folder holding ``GMM/gmm_final.pth`` and ``TOM/tom_final.pth``.
         device: "auto" (CUDA if visible, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
-        precision: "auto" (on CPU: bf16 where the CPU has native bf16, else fp32; on CUDA: bf16,
-            or fp16 where bf16 is unsupported), "fp32", "bf16" or "fp16" (reduced precisions run
-            under autocast on the torch backend).
-        backend: "auto" (OpenVINO on CPU, PyTorch on CUDA), "torch" or "openvino". The OpenVINO
-            backend runs the whole of :meth:`forward_tensors` as one graph exported once per
-            checkpoint pair; it has no ``gmm``/``tom`` torch modules (they are ``None``).
-        openvino_cache_dir: the export cache (default ``checkpoint_dir/openvino``).
         gmm_checkpoint, tom_checkpoint: override the two file paths.
+        gmm_sha256, tom_sha256: expected file hashes; a file with another hash is refused.
         allow_random_weights: only for smoke runs: if a checkpoint file is missing, use the
             deterministic random weights instead of failing; results then say ``random_weights``.
-        gmm_sha256, tom_sha256: expected file hashes; a file with another hash is refused.
-        channels_last: NHWC memory format for the convolutions; "auto" = on CUDA only (on this
-            project's CPU benchmark it gave no gain, ratio 1.06).
+        channels_last: NHWC memory format for the convolutions; "auto" = on CUDA only (the CPU
+            measurement is in README_RUNPOD.md § Performance).
+        backend: "auto" (OpenVINO on CPU, PyTorch on CUDA), "torch" or "openvino": with OpenVINO
+            the result is :class:`OpenVINONetworks`, the whole of ``forward_tensors`` as one graph
+            exported once per checkpoint pair into ``openvino_cache_dir`` (default
+            ``checkpoint_dir/openvino``).
+
+    Raises :class:`vton_core.errors.CheckpointError` (naming the path) for a missing or malformed
+    file, :class:`openvino_backend.BackendUnavailable` for ``backend="openvino"`` without OpenVINO.
+    """
+    dev = _resolve_device(device)
+    chosen, reason = _resolve_backend(backend, dev)
+    ckpt = Path(checkpoint_dir)
+    gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
+    tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
+    src = WeightSources(gmm_path, tom_path, gmm_sha256, tom_sha256, random=(
+        allow_random_weights and not (gmm_path.is_file() and tom_path.is_file())))
+    if chosen == "openvino":
+        cache_dir = Path(openvino_cache_dir) if openvino_cache_dir else ckpt / OPENVINO_CACHE_SUBDIR
+        return _build_openvino(src, cache_dir, cfg, reason)
+    gmm, tom, weights = _load_networks(src, cfg)
+    nhwc = (dev.type == "cuda") if channels_last == "auto" else bool(channels_last)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    for net in (gmm, tom):
+        net.to(dev, memory_format=fmt)
+    return CPVTONNetworks(gmm, tom, weights, dev, nhwc, cfg, reason)
+
+
+# ------------------------------------------------------------------------------------------------
+# The predictor
+# ------------------------------------------------------------------------------------------------
+class CPVTONPlusModel:
+    """CP-VTON+ try-on: preprocessing, batched inference and paste-back over built networks.
+
+    Given ``networks`` (from :func:`build_model`) it uses them; otherwise it builds them with
+    :func:`build_model` from ``checkpoint_dir``, ``device`` and the checkpoint options, which are
+    documented there.
+
+    Args:
+        precision: "auto" (on CPU: bf16 where the CPU has native bf16, else fp32; on CUDA: bf16,
+            or fp16 where bf16 is unsupported), "fp32", "bf16" or "fp16" (reduced precisions run
+            under autocast on PyTorch; on OpenVINO the graph is compiled for it).
         max_pixels: decoded-pixel limit per input image.
 
-    Raises :class:`errors.CheckpointError` (naming the path) for a missing or malformed file.
+    ``backend`` is "torch" or "openvino" (then ``gmm`` and ``tom`` are None: the networks are
+    one compiled graph), ``backend_reason`` why.
     """
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
-                 precision: str = "auto", *, gmm_checkpoint: str | os.PathLike | None = None,
-                 tom_checkpoint: str | os.PathLike | None = None, allow_random_weights: bool = False,
-                 gmm_sha256: str | None = None, tom_sha256: str | None = None,
-                 channels_last: bool | str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 cfg: CPVTONConfig = DEFAULT_CONFIG, backend: str = "auto",
-                 openvino_cache_dir: str | os.PathLike | None = None):
-        self.cfg = cfg
-        self.max_pixels = max_pixels
-        self.device = _resolve_device(device)
-        self.backend, self.backend_reason = _resolve_backend(backend, self.device)
-        self.precision = _resolve_precision(precision, self.device, self.backend)
-        ckpt = Path(checkpoint_dir)
-        gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
-        tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
-        self.sources = WeightSources(gmm_path, tom_path, gmm_sha256, tom_sha256, random=(
-            allow_random_weights and not (gmm_path.is_file() and tom_path.is_file())))
-        self.channels_last = (self.device.type == "cuda") if channels_last == "auto" else bool(channels_last)
+                 precision: str = "auto", *, networks: CPVTONNetworks | OpenVINONetworks | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, **build_options):
+        if networks is None:
+            networks = build_model(checkpoint_dir, device, **build_options)
+        elif build_options:
+            raise TypeError(f"build options {sorted(build_options)} given with built networks")
+        self.networks = networks
+        self.weights, self.backend_reason = networks.weights, networks.backend_reason
+        self.cfg, self.device, self.channels_last = networks.cfg, networks.device, networks.channels_last
         self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self._graph = None
-        self.openvino_model_path: Path | None = None
-        if self.backend == "openvino":
-            self.gmm = self.tom = None
-            self._load_openvino(Path(openvino_cache_dir) if openvino_cache_dir
-                                else ckpt / OPENVINO_CACHE_SUBDIR)
+        if isinstance(networks, OpenVINONetworks):
+            import openvino_backend
+            self.backend, self.gmm, self.tom = "openvino", None, None
+            self.precision = openvino_backend.resolve_precision(precision)
+            self._graph = openvino_backend.CompiledGraph(networks.model_path, self.precision)
         else:
-            self.gmm, self.tom, self.weights = self._load_networks()
-            for net in (self.gmm, self.tom):
-                net.to(self.device, memory_format=self._memory_format)
-        self.grid_image = cp_dataset.grid_image_tensor(cfg)        # 3×H×W in [-1, 1]
-
-    def _load_networks(self):
-        """(gmm, tom, WeightsInfo): the torch networks on the CPU with their weights (from the
-        files, strictly; or the random weights when allowed and a file is missing)."""
-        src = self.sources
-        # Built on the meta device (no random initialisation: it is replaced by the weights
-        # anyway, and costs ~0.3 s of cold start); the geometry buffers are computed for real.
-        with torch.device("meta"):
-            gmm, tom = build_gmm(self.cfg), build_tom(self.cfg)
-        if src.random:
-            gmm_state, tom_state = random_weights(self.cfg)
-            gmm.load_state_dict(gmm_state, strict=True, assign=True)
-            tom.load_state_dict(tom_state, strict=True, assign=True)
-            info = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state),
-                               random=True)
-            log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
-                        "(allow_random_weights=True)", src.gmm_path, src.tom_path)
-        else:
-            info = WeightsInfo(load_checkpoint(gmm, src.gmm_path, src.gmm_sha256),
-                               load_checkpoint(tom, src.tom_path, src.tom_sha256), random=False,
-                               gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
-        return gmm.requires_grad_(False), tom.requires_grad_(False), info
-
-    def _load_openvino(self, cache_dir: Path) -> None:
-        """Compile the pipeline graph from the export cache, exporting it on a miss. With the
-        checkpoint files' hashes as the key, a cache hit needs no torch weights at all."""
-        import openvino_backend
-        src = self.sources
-        random_nets = None           # the random weights are made in memory: their hash needs them
-        if src.random:
-            gmm, tom, self.weights = self._load_networks()
-            random_nets = (gmm, tom)
-        else:
-            self.weights = WeightsInfo(checked_file_sha256(src.gmm_path, src.gmm_sha256),
-                                       checked_file_sha256(src.tom_path, src.tom_sha256),
-                                       random=False, gmm_path=str(src.gmm_path),
-                                       tom_path=str(src.tom_path))
-
-        def export(xml_path: Path) -> None:
-            from openvino_backend.pipeline_graph import export_pipeline
-            if random_nets is not None:
-                export_pipeline(*random_nets, xml_path)
-                return
-            gmm, tom, info = self._load_networks()
-            if (info.gmm_sha256, info.tom_sha256) != (self.weights.gmm_sha256, self.weights.tom_sha256):
-                raise CheckpointError(f"{src.gmm_path} or {src.tom_path} changed while being loaded")
-            export_pipeline(gmm, tom, xml_path)
-
-        identity = {"gmm_sha256": self.weights.gmm_sha256, "tom_sha256": self.weights.tom_sha256,
-                    "config": repr(self.cfg)}
-        self.openvino_model_path = openvino_backend.cached_model(cache_dir, PIPELINE_GRAPH,
-                                                                 identity, export)
-        self._graph = openvino_backend.CompiledGraph(self.openvino_model_path, self.precision)
+            self.backend, self.gmm, self.tom = "torch", networks.gmm, networks.tom
+            self.precision = _resolve_precision(precision, self.device)
+        self.max_pixels = max_pixels
+        self.grid_image = cp_dataset.grid_image_tensor(self.cfg)        # 3×H×W in [-1, 1]
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -371,11 +420,10 @@ class CPVTONPlusModel:
             try:
                 keypoints = keypoints_from_openpose(pose, self.cfg.num_keypoints)
             except ValueError as exc:
-                raise InvalidInput(f"person_pose: {exc}", field="person_pose") from None
+                raise InvalidInput(str(exc), field="person_pose") from None
         for name, arr in (("person_parse", parse_arr), ("person_mask", mask_arr)):
-            if arr is not None and arr.shape != (image.height, image.width):
-                raise InvalidInput(f"{name}: size {arr.shape[1]}x{arr.shape[0]} differs from the "
-                                   f"person image's {image.width}x{image.height}", field=name)
+            if arr is not None:
+                check_same_size(arr, image.size, field=name, image_name="the person image")
         timings["decode"] = _ms(t0)
 
         t1 = time.perf_counter()
@@ -383,7 +431,7 @@ class CPVTONPlusModel:
         if complete and image.size == self.model_size:
             model_image, framing, num_people, notes = image, None, 1, ()
         else:
-            prepared = _preprocess_module().prepare_person(
+            prepared = _preprocess_module().person_model_inputs(
                 image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
             model_image, framing = prepared.image, prepared.framing
             parse_arr, mask_arr, keypoints = prepared.parse, prepared.body_mask, prepared.keypoints
@@ -406,13 +454,11 @@ class CPVTONPlusModel:
         if cloth_mask is not None:
             mask = load_mask(cloth_mask, field="cloth_mask", threshold=MASK_THRESHOLD,
                              max_pixels=self.max_pixels)
-            if mask.shape != (image.height, image.width):
-                raise InvalidInput(f"cloth_mask: size {mask.shape[1]}x{mask.shape[0]} differs from "
-                                   f"the cloth image's {image.width}x{image.height}", field="cloth_mask")
+            check_same_size(mask, image.size, field="cloth_mask", image_name="the cloth image")
         else:
             mask = _preprocess_module().segment_cloth(image)
         if not mask.any():
-            raise NoCloth("cloth_mask: the garment mask is empty", field="cloth_mask")
+            raise NoCloth("the garment mask is empty", field="cloth_mask")
         model_image, model_mask = self._fit_cloth(image, mask)
         return PreparedCloth(cloth=normalize(np.asarray(model_image)),
                              mask=cloth_mask_tensor(model_mask), original=image,
@@ -475,7 +521,7 @@ class CPVTONPlusModel:
         if len(persons) != len(cloths):
             raise ValueError("run() needs as many persons as cloths")
         if output_size not in OUTPUT_SIZES:
-            raise InvalidInput(f"output_size must be one of {OUTPUT_SIZES}", field="output_size")
+            raise InvalidInput(f"must be one of {OUTPUT_SIZES}", field="output_size")
         if not persons:
             return []
         t0 = time.perf_counter()
@@ -499,7 +545,7 @@ class CPVTONPlusModel:
     def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
                 grid_vis: torch.Tensor, output_size: str, batch_ms: dict) -> TryOnResult:
         t0 = time.perf_counter()
-        model_image = to_pil(out["tryon"][i])
+        model_image = tensor_to_pil(out["tryon"][i])
         warped_mask = out["warped_mask"][i]
         image = model_image
         if output_size == "original" and person.framing is not None:
@@ -510,9 +556,9 @@ class CPVTONPlusModel:
             notes += ("random weights: the image is not a real try-on",)
         timings = {**person.timings_ms, **cloth.timings_ms, **batch_ms}
         result = TryOnResult(
-            image=image, model_image=model_image, warped_cloth=to_pil(out["warped_cloth"][i]),
-            warped_mask=mask_to_pil(warped_mask), rendered=to_pil(out["rendered"][i]),
-            composite_mask=mask_to_pil(out["composite_mask"][i]), warped_grid=to_pil(grid_vis),
+            image=image, model_image=model_image, warped_cloth=tensor_to_pil(out["warped_cloth"][i]),
+            warped_mask=mask_to_pil(warped_mask), rendered=tensor_to_pil(out["rendered"][i]),
+            composite_mask=mask_to_pil(out["composite_mask"][i]), warped_grid=tensor_to_pil(grid_vis),
             parse=person.parse, keypoints=person.keypoints, random_weights=self.weights.random,
             notes=notes, timings_ms=timings)
         result.timings_ms["postprocess"] = _ms(t0)

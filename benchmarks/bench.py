@@ -45,6 +45,7 @@ from PIL import Image
 
 import networks
 from cp_dataset import person_representations
+from training.metrics import psnr
 from vton_core.weights import random_weights, write_random_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,11 +133,6 @@ def nets_forward(gmm, tom, ag, cloth, mask):
     return networks.tom_outputs(raw.float(), warped.float())[2]
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean(((a.float() - b.float()) * 127.5) ** 2).item()
-    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
-
-
 # ------------------------------------------------------------------------------------------------
 def section_networks(results: dict, repeats: int) -> None:
     from cpvton_infer import cpu_has_native_bf16
@@ -170,7 +166,7 @@ def section_networks(results: dict, repeats: int) -> None:
             bf16_ms = median_ms(lambda: nets_forward(gmm, tom, ag, cloth, mask), repeats)
             out = nets_forward(gmm, tom, ag, cloth, mask)
         results["bf16_speedup"] = fp32_ms / bf16_ms
-        results["bf16_psnr_db"] = psnr(out, ref)
+        results["bf16_psnr_db"] = psnr(out.reshape(1, -1), ref.reshape(1, -1), data_range=2.0).item()
     else:
         results["bf16_speedup"] = None
         results["bf16_note"] = "this CPU has no native bf16 (AVX512-BF16/AMX): not measured"

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, BackendUnavailable, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(model.openvino_model_path.parent)
+    print(model.networks.model_path.parent)
     return 0
 
 

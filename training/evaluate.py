@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from cp_dataset import CPDataset, grid_image_tensor
-from cpvton_infer import CPVTONPlusModel, to_uint8
+from cpvton_infer import PRECISIONS, CPVTONPlusModel, to_uint8
 from networks import warp_image
 from training.metrics import LPIPS, inception_probs, inception_score, load_inception, mask_iou, psnr, ssim, to_unit
 
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--batch_size", "--batch-size", dest="batch_size", type=int, default=4)
     p.add_argument("-j", "--workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="fp32", choices=("auto",) + PRECISIONS,
                    help="network precision (fp32 for reproducing the paper's numbers)")
     p.add_argument("--pairing", default="auto", choices=PAIRINGS,
                    help="which pairs get the paired metrics: auto = VITON names (person X_0 with "

@@ -65,7 +65,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per image: B×C×H×W, B×C×H×W → B (capped at 100 dB)."""
+    """Peak signal-to-noise ratio in dB per image: B×… , B×… → B (capped at ``PSNR_MAX_DB``).
+
+    ``data_range`` is the span of the values: 1 for [0, 1], 2 for [-1, 1], 255 for 8-bit images.
+    The project's one PSNR (evaluation, the bf16 test, the benchmark).
+    """
     mse = ((x.double() - y.double()) ** 2).mean(dim=tuple(range(1, x.ndim)))
     out = 10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-30))
     return out.clamp_max(PSNR_MAX_DB).float()

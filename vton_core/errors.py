@@ -1,15 +1,23 @@
 """Typed errors shared by the model, the preprocessing and the worker.
 
-Every error that a caller can cause carries a stable ``code`` (what the handler returns as
-``"<CODE>: <message>"``) and, where it applies, the input ``field`` it concerns. Messages are
-written for the client: they never contain file-system paths of the server, tracebacks or image
-data. ``CheckpointError`` is the exception: it is an operator's error and names the path.
+Every error that a caller can cause carries a stable ``code``, the input ``field`` it concerns
+(``None`` when it concerns no single input) and a ``message`` written for the client, without the
+field. The text a client sees, ``"<CODE>: <field>: <message>"``, is built in one place
+(:meth:`VTONError.client_message`); a batch item's error names its full field path through
+:meth:`VTONError.with_field`. Messages never contain file-system paths of the server,
+tracebacks or image data. ``CheckpointError`` is the exception: it is an operator's error and
+names the path.
 """
 from __future__ import annotations
 
+import copy
+
 
 class VTONError(Exception):
-    """Base class: an error with a stable code and an optional input field name."""
+    """Base class: an error with a stable ``code``, an optional input ``field`` and a ``message``.
+
+    Subclasses fix the code; ``VTONError(message)`` itself is ``INTERNAL``.
+    """
 
     code = "INTERNAL"
 
@@ -18,9 +26,19 @@ class VTONError(Exception):
         self.message = message
         self.field = field
 
+    def __str__(self) -> str:
+        """``"<field>: <message>"`` (or the message alone when no field applies)."""
+        return f"{self.field}: {self.message}" if self.field else self.message
+
     def client_message(self) -> str:
-        """``"<CODE>: <message>"``, the form the worker returns to clients."""
-        return f"{self.code}: {self.message}"
+        """``"<CODE>: <field>: <message>"``, the form the worker returns to clients."""
+        return f"{self.code}: {self}"
+
+    def with_field(self, field: str | None) -> "VTONError":
+        """The same error (same type and code) about another field, e.g. ``pairs[2].cloth_mask``."""
+        other = copy.copy(self)
+        other.field = field
+        return other
 
 
 class InvalidInput(VTONError):

@@ -5,7 +5,7 @@ Accepted sources everywhere: a file path (``str`` or ``pathlib.Path``), encoded 
 orientation applied; transparent images are composited over white (the usual background of
 in-shop garment photos); CMYK, palette, grayscale and 16-bit images are converted. Label maps keep
 their values (a palette PNG's indices are the labels). Every failure is an
-:class:`errors.InvalidImage` or :class:`errors.ImageTooLarge` naming the field.
+:class:`vton_core.errors.InvalidImage` or :class:`vton_core.errors.ImageTooLarge` naming the field.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from vton_core.errors import ImageTooLarge, InvalidImage
+from vton_core.errors import ImageTooLarge, InvalidImage, InvalidInput
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -37,24 +37,24 @@ def _open(src: ImageSource, field: str, max_pixels: int) -> Image.Image:
         elif isinstance(src, (str, os.PathLike)):
             path = Path(src)
             if not path.is_file():
-                raise InvalidImage(f"{field}: file not found", field=field)
+                raise InvalidImage("file not found", field=field)
             fp = path
         else:
-            raise InvalidImage(f"{field}: unsupported image type {type(src).__name__}", field=field)
+            raise InvalidImage(f"unsupported image type {type(src).__name__}", field=field)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im = Image.open(fp)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageTooLarge(f"{field}: image dimensions are too large", field=field) from None
+            raise ImageTooLarge("image dimensions are too large", field=field) from None
         except Exception:
-            raise InvalidImage(f"{field}: not a decodable image", field=field) from None
+            raise InvalidImage("not a decodable image", field=field) from None
     w, h = im.size
     if w < 1 or h < 1:
-        raise InvalidImage(f"{field}: image has no pixels", field=field)
+        raise InvalidImage("image has no pixels", field=field)
     if w * h > max_pixels:
         raise ImageTooLarge(
-            f"{field}: {w}x{h} pixels exceeds the limit of {max_pixels} pixels", field=field)
+            f"{w}x{h} pixels exceeds the limit of {max_pixels} pixels", field=field)
     return im
 
 
@@ -66,7 +66,7 @@ def _decode(im: Image.Image, field: str) -> Image.Image:
         im.load()
         return ImageOps.exif_transpose(im)
     except Exception:
-        raise InvalidImage(f"{field}: image data is truncated or corrupt", field=field) from None
+        raise InvalidImage("image data is truncated or corrupt", field=field) from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -92,19 +92,19 @@ def _array_to_pil(a: np.ndarray, field: str) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise InvalidImage(f"{field}: array of shape {a.shape} is not an image", field=field)
+        raise InvalidImage(f"array of shape {a.shape} is not an image", field=field)
     if a.dtype != np.uint8:
         if a.dtype == bool:
             a = a.astype(np.uint8) * 255
         elif np.issubdtype(a.dtype, np.floating):
             if not np.isfinite(a).all():
-                raise InvalidImage(f"{field}: array has non-finite values", field=field)
+                raise InvalidImage("array has non-finite values", field=field)
             scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
             a = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
         elif np.issubdtype(a.dtype, np.integer):
             a = np.clip(a, 0, 255).astype(np.uint8)
         else:
-            raise InvalidImage(f"{field}: array dtype {a.dtype} is not an image", field=field)
+            raise InvalidImage(f"array dtype {a.dtype} is not an image", field=field)
     return Image.fromarray(np.ascontiguousarray(a))
 
 
@@ -117,7 +117,7 @@ def load_rgb(src: ImageSource, *, field: str = "image",
     try:
         return _to_rgb(im)
     except Exception:
-        raise InvalidImage(f"{field}: unsupported image mode {im.mode}", field=field) from None
+        raise InvalidImage(f"unsupported image mode {im.mode}", field=field) from None
 
 
 def load_label_map(src: ImageSource, *, field: str = "parse",
@@ -126,11 +126,11 @@ def load_label_map(src: ImageSource, *, field: str = "parse",
     if isinstance(src, np.ndarray):
         a = src[..., 0] if src.ndim == 3 else src
         if a.ndim != 2:
-            raise InvalidImage(f"{field}: array of shape {src.shape} is not a label map", field=field)
+            raise InvalidImage(f"array of shape {src.shape} is not a label map", field=field)
         if np.issubdtype(a.dtype, np.floating):
-            raise InvalidImage(f"{field}: label map must hold integer labels", field=field)
+            raise InvalidImage("label map must hold integer labels", field=field)
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise InvalidImage(f"{field}: labels must be in 0..255", field=field)
+            raise InvalidImage("labels must be in 0..255", field=field)
         return a.astype(np.uint8)
     im = _decode(_open(src, field, max_pixels), field)
     if im.mode in ("L", "P"):
@@ -138,7 +138,7 @@ def load_label_map(src: ImageSource, *, field: str = "parse",
     if im.mode in ("I", "I;16", "I;16B", "I;16L"):
         a = np.asarray(im)
         if a.size and a.max() > 255:
-            raise InvalidImage(f"{field}: labels must be in 0..255", field=field)
+            raise InvalidImage("labels must be in 0..255", field=field)
         return a.astype(np.uint8)
     # An RGB(A) label map: VITON stores the labels in every channel.
     return np.asarray(im.convert("RGB"), dtype=np.uint8)[:, :, 0].copy()
@@ -153,7 +153,7 @@ def load_mask(src: ImageSource, *, field: str = "mask", threshold: int = 128,
     if isinstance(src, np.ndarray):
         a = src[..., 0] if src.ndim == 3 else src
         if a.ndim != 2:
-            raise InvalidImage(f"{field}: array of shape {src.shape} is not a mask", field=field)
+            raise InvalidImage(f"array of shape {src.shape} is not a mask", field=field)
         if a.dtype == bool:
             return a.copy()
         if a.size and a.max() <= 1:
@@ -166,3 +166,13 @@ def load_mask(src: ImageSource, *, field: str = "mask", threshold: int = 128,
         rgb.paste(im, mask=im.getchannel("A"))
         im = rgb
     return np.asarray(im.convert("L"), dtype=np.uint8) >= threshold
+
+
+def check_same_size(annotation: np.ndarray, size: tuple[int, int], *, field: str,
+                    image_name: str = "the image") -> None:
+    """Raise :class:`InvalidInput` naming ``field`` unless the H×W ``annotation`` (a parse or a
+    mask) has the image's ``size`` (width, height)."""
+    height, width = annotation.shape[:2]
+    if (width, height) != tuple(size):
+        raise InvalidInput(f"size {width}x{height} differs from {image_name}'s {size[0]}x{size[1]}",
+                           field=field)

@@ -3,7 +3,7 @@
 The published checkpoints are plain ``state_dict``\\ s saved with ``torch.save``. They are loaded
 with ``torch.load(weights_only=True)`` (no arbitrary code from a pickle) and checked key by key
 and shape by shape before ``load_state_dict(strict=True)``; any problem is a
-:class:`errors.CheckpointError` that names the file and says how to get the official ones.
+:class:`vton_core.errors.CheckpointError` that names the file and says how to get the official ones.
 """
 from __future__ import annotations
 

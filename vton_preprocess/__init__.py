@@ -1,7 +1,7 @@
 """Automatic person and cloth preprocessing for CP-VTON+, offline, on CPU or GPU machines.
 
 From two ordinary photos this derives what CP-VTON+ needs besides them: COCO-18 keypoints, a LIP
-human-parsing map, a body mask (:func:`analyze_person`, :func:`prepare_person`) and the in-shop
+human-parsing map, a body mask (:func:`analyze_person`, :func:`person_model_inputs`) and the in-shop
 garment mask (:func:`segment_cloth`). Models are MediaPipe's legacy solutions bundled in the
 mediapipe 0.10.21 wheel, loaded once per process (``vton_preprocess.models``); the parsing and the
 cloth mask are per-image colour/geometry modelling on top of them. The implementation lives in
@@ -18,12 +18,19 @@ from vton_preprocess import config as _C
 from vton_preprocess.cloth import segment_cloth_array
 from vton_preprocess.framing import Framing, frame_person
 from vton_preprocess.models import warm_up
-from vton_preprocess.person import ModelInputs, PersonAnalysis, analyze_person, analyze_rgb, landmarks_to_coco, prepare_person
+from vton_preprocess.person import (
+    ModelInputs,
+    PersonAnalysis,
+    analyze_person,
+    analyze_rgb,
+    landmarks_to_coco,
+    person_model_inputs,
+)
 
 MODEL_SIZE = _C.MODEL_SIZE
 
 __all__ = ["MODEL_SIZE", "PersonAnalysis", "analyze_person", "analyze_rgb", "segment_cloth",
-           "Framing", "frame_person", "ModelInputs", "prepare_person", "landmarks_to_coco",
+           "Framing", "frame_person", "ModelInputs", "person_model_inputs", "landmarks_to_coco",
            "warm_up"]
 
 

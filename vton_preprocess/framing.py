@@ -110,7 +110,7 @@ def frame_person(image_size: tuple[int, int], keypoints: np.ndarray,
     """The 3:4 box that frames the person as in VITON (head at the top, hips at ~78 %).
 
     image_size: (W, H); keypoints: 18×3 in those pixels; body_mask: H×W bool.
-    Raises :class:`errors.NoPerson` without shoulders in view or for a person too small.
+    Raises :class:`vton_core.errors.NoPerson` without shoulders in view or for a person too small.
     """
     kp = np.asarray(keypoints, np.float32).reshape(18, 3)
     if kp[R_SHOULDER, 2] <= 0 or kp[L_SHOULDER, 2] <= 0:

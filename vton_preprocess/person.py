@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vton_core.errors import InvalidInput, NoPerson
-from vton_core.images import load_label_map, load_rgb
+from vton_core.images import check_same_size, load_label_map, load_rgb
 
 from . import config as C
 from . import models
@@ -239,7 +239,7 @@ def analyze_person(image) -> PersonAnalysis:
     """Keypoints, parse and body mask of the (largest) person in ``image``.
 
     image: PIL image, H×W×3 uint8 array or path/bytes (EXIF orientation honoured; any mode).
-    Raises :class:`errors.NoPerson` when no person is found, :class:`errors.InvalidImage` for
+    Raises :class:`vton_core.errors.NoPerson` when no person is found, :class:`vton_core.errors.InvalidImage` for
     unreadable input.
     """
     return analyze_rgb(np.asarray(load_rgb(image, field="image")))
@@ -265,19 +265,13 @@ def _check_pose(pose, size) -> np.ndarray:
     try:
         kp = np.asarray(pose, dtype=np.float32).reshape(18, 3)
     except Exception:
-        raise InvalidInput("pose must be 18 (x, y, confidence) triples", field="pose") from None
+        raise InvalidInput("must be 18 (x, y, confidence) triples", field="pose") from None
     if not np.isfinite(kp).all():
-        raise InvalidInput("pose has non-finite values", field="pose")
+        raise InvalidInput("has non-finite values", field="pose")
     return kp
 
 
-def _check_size(a: np.ndarray, size: tuple[int, int], field: str) -> None:
-    if (a.shape[1], a.shape[0]) != size:
-        raise InvalidInput(f"{field} is {a.shape[1]}x{a.shape[0]}, the image is "
-                           f"{size[0]}x{size[1]}", field=field)
-
-
-def prepare_person(image, *, parse=None, pose=None, body_mask=None) -> ModelInputs:
+def person_model_inputs(image, *, parse=None, pose=None, body_mask=None) -> ModelInputs:
     """Everything CP-VTON+ needs about the person, at 192×256.
 
     Caller-supplied ``parse`` (H×W labels), ``pose`` (18×3 in the input's pixels) and
@@ -288,10 +282,10 @@ def prepare_person(image, *, parse=None, pose=None, body_mask=None) -> ModelInpu
     size = im.size
     if parse is not None:
         parse = load_label_map(parse, field="parse")
-        _check_size(parse, size, "parse")
+        check_same_size(parse, size, field="parse")
     if body_mask is not None:
         raw = load_label_map(body_mask, field="body_mask")
-        _check_size(raw, size, "body_mask")
+        check_same_size(raw, size, field="body_mask")
         body_mask = raw >= 128 if raw.max(initial=0) > 1 else raw > 0
     if pose is not None:
         pose = _check_pose(pose, size)

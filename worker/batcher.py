@@ -5,11 +5,10 @@ queued; a single thread takes the first waiting call, collects the calls that ar
 ``max_wait_ms`` (up to ``max_items`` pairs in all), runs them as one batch and hands every caller
 its own results. One pass over eight pairs costs far less than eight passes over one on a GPU.
 If the joint pass fails, each call is run again on its own, so a failure stays with the call that
-caused it.
+caused it (the rule of :func:`worker.recovery.run_jointly`, which a job applies to its items too).
 """
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -17,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-log = logging.getLogger(__name__)
+from worker.recovery import run_jointly
 
 RunFn = Callable[..., list]
 
@@ -94,29 +93,18 @@ class MicroBatcher:
             self._execute(calls)
 
     def _execute(self, calls: list[_Call]) -> None:
+        """One joint pass; if it fails, each call alone (:func:`worker.recovery.run_jointly`)."""
         self.batches_run += 1
-        if len(calls) == 1:
-            self._run_one(calls[0])
-            return
-        persons = [p for c in calls for p in c.persons]
-        cloths = [x for c in calls for x in c.cloths]
-        try:
-            results = self._run_fn(persons, cloths, output_size=calls[0].output_size)
-        except BaseException as exc:  # noqa: BLE001 - isolate the failing call below
-            log.warning("joint pass over %d calls failed (%s); running them one by one",
-                        len(calls), type(exc).__name__)
-            for c in calls:
-                self._run_one(c)
-            return
-        start = 0
-        for c in calls:
-            n = len(c.persons)
-            c.future.set_result(results[start:start + n])
-            start += n
+        output_size = calls[0].output_size
 
-    def _run_one(self, call: _Call) -> None:
+        def run(pairs: list) -> list:
+            return self._run_fn([p for p, _ in pairs], [c for _, c in pairs], output_size=output_size)
         try:
-            call.future.set_result(self._run_fn(call.persons, call.cloths,
-                                                output_size=call.output_size))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            call.future.set_exception(exc)
+            outcomes = run_jointly([list(zip(c.persons, c.cloths)) for c in calls], run)
+        except BaseException as exc:  # noqa: BLE001 - never leave a caller waiting
+            outcomes = [exc] * len(calls)
+        for call, outcome in zip(calls, outcomes):
+            if isinstance(outcome, BaseException):
+                call.future.set_exception(outcome)
+            else:
+                call.future.set_result(outcome)

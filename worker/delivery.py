@@ -43,7 +43,7 @@ def deliver(encoded: list, *, job_id: str, max_response_bytes: int,
         return "inline", [base64.b64encode(data).decode("ascii") for _, data, _ in encoded]
     if not bucket_endpoint_url:
         raise ResponseTooLarge(
-            f"output: the response would be {total} bytes, over MAX_RESPONSE_BYTES="
+            f"the response would be {total} bytes, over MAX_RESPONSE_BYTES="
             f"{max_response_bytes}; set BUCKET_ENDPOINT_URL on the worker to receive URLs, or "
             "ask for output_format jpeg, output_size model or fewer items", field="output")
     return "url", [upload_bytes(data, job_id=job_id, name=name, fmt=fmt)

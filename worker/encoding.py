@@ -9,6 +9,8 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
+from worker.schema import INTERMEDIATES, Options
+
 #: Colours of the 20 LIP labels used by CP-VTON's parse maps (palette of the ``parse`` output).
 LIP_PALETTE = (
     (0, 0, 0), (128, 0, 0), (255, 0, 0), (0, 85, 0), (170, 0, 51), (255, 85, 0), (0, 0, 85),
@@ -27,8 +29,8 @@ def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
     """Encode a PIL image as ``png`` (lossless), ``jpeg`` or ``webp`` (``quality`` 1-100)."""
     buf = io.BytesIO()
     if fmt == "png":
-        # Level 1: 3x faster than zlib's default 6 on a 768x1024 photo (41 vs 137 ms here) for
-        # a file ~17 % larger; still lossless.
+        # Level 1: much faster than zlib's default 6, for somewhat larger files, still lossless
+        # (the figures: README_RUNPOD.md § Performance).
         image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "jpeg":
         image.convert("RGB").save(buf, format="JPEG", quality=quality)
@@ -60,3 +62,16 @@ def pose_overlay(image: Image.Image, keypoints: np.ndarray) -> Image.Image:
         if c > 0:
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(255, 0, 0))
     return canvas
+
+
+def encode_result(result, options: Options) -> list[tuple[str, bytes, str]]:
+    """[(name, bytes, fmt)]: the try-on in the requested format, then (when asked for) the
+    intermediates of :data:`worker.schema.INTERMEDIATES` as PNG."""
+    parts = [("result_image", encode_image(result.image, options.output_format, options.jpeg_quality),
+              options.output_format)]
+    if options.return_intermediates:
+        images = {"warped_cloth": result.warped_cloth, "warped_mask": result.warped_mask,
+                  "composite_mask": result.composite_mask, "parse": parse_image(result.parse),
+                  "pose_overlay": pose_overlay(result.model_image, result.keypoints)}
+        parts += [(name, encode_image(images[name], "png", 100), "png") for name in INTERMEDIATES]
+    return parts

@@ -1,7 +1,7 @@
 """Bytes into the worker: base64 and URL inputs, their byte and pixel limits.
 
 Everything here is a pure function of its arguments (the settings are passed in), so it can be
-tested without the model. Errors are :mod:`errors` types whose messages name the field and never
+tested without the model. Errors are :mod:`vton_core.errors` types whose messages name the field and never
 echo a URL's query string, a server path or image data.
 """
 from __future__ import annotations
@@ -66,21 +66,21 @@ def decode_base64(ref: ImageRef, *, max_bytes: int) -> bytes:
     """
     match = _DATA_URI.match((ref.b64 or "").strip())
     if match and match.group(1) and not match.group(1).lower().startswith("image/"):
-        raise InvalidImage(f"{ref.field}: data URI media type is not image/*", field=ref.field)
+        raise InvalidImage("data URI media type is not image/*", field=ref.field)
     body = _strip_b64(ref.b64 or "")
     size = len(body) * 3 // 4
     if size > max_bytes:
-        raise ImageTooLarge(f"{ref.field}: {size} bytes exceeds the limit of {max_bytes} bytes",
+        raise ImageTooLarge(f"{size} bytes exceeds the limit of {max_bytes} bytes",
                             field=ref.field)
     body = body.rstrip("=")
     if not body or len(body) % 4 == 1 or not _B64_ALPHABET.match(body):
-        raise InvalidImage(f"{ref.field}: not valid base64", field=ref.field)
+        raise InvalidImage("not valid base64", field=ref.field)
     try:
         data = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidImage(f"{ref.field}: not valid base64", field=ref.field) from None
+        raise InvalidImage("not valid base64", field=ref.field) from None
     if not data:
-        raise InvalidImage(f"{ref.field}: decodes to no data", field=ref.field)
+        raise InvalidImage("decodes to no data", field=ref.field)
     return data
 
 
@@ -95,13 +95,13 @@ def image_size(data: bytes, *, field: str, max_pixels: int) -> tuple:
             with Image.open(io.BytesIO(data), formats=INPUT_FORMATS) as im:
                 width, height = im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"{field}: image dimensions are too large", field=field) from None
+        raise ImageTooLarge("image dimensions are too large", field=field) from None
     except Exception:
-        raise InvalidImage(f"{field}: not a decodable image", field=field) from None
+        raise InvalidImage("not a decodable image", field=field) from None
     if width < 1 or height < 1:
-        raise InvalidImage(f"{field}: image has no pixels", field=field)
+        raise InvalidImage("image has no pixels", field=field)
     if width * height > max_pixels:
-        raise ImageTooLarge(f"{field}: {width}x{height} pixels exceeds the limit of "
+        raise ImageTooLarge(f"{width}x{height} pixels exceeds the limit of "
                             f"{max_pixels} pixels", field=field)
     return width, height
 
@@ -141,7 +141,7 @@ def fetch_url(ref: ImageRef, *, timeout_s: float, max_bytes: int) -> bytes:
     field, url = ref.field, ref.url or ""
     host = urlsplit(url).hostname or ""
     if _literal_address_refused(host):
-        raise InvalidInput(f"{field}: address not allowed (loopback, private or link-local)",
+        raise InvalidInput("address not allowed (loopback, private or link-local)",
                            field=field)
     deadline = time.monotonic() + timeout_s
     try:
@@ -150,29 +150,29 @@ def fetch_url(ref: ImageRef, *, timeout_s: float, max_bytes: int) -> bytes:
     except rp_ssrf.SSRFError as err:
         text = str(err)
         if "size cap" in text:
-            raise ImageTooLarge(f"{field}: download exceeds {max_bytes} bytes", field=field) from None
+            raise ImageTooLarge(f"download exceeds {max_bytes} bytes", field=field) from None
         if "non-public address" in text:
-            raise InvalidInput(f"{field}: address not allowed (loopback, private or link-local)",
+            raise InvalidInput("address not allowed (loopback, private or link-local)",
                                field=field) from None
         if "could not resolve" in text or "no addresses" in text:
-            raise FetchFailed(f"{field}: host could not be resolved", field=field) from None
+            raise FetchFailed("host could not be resolved", field=field) from None
         if "redirect" in text:
-            raise FetchFailed(f"{field}: too many or invalid redirects", field=field) from None
-        raise FetchFailed(f"{field}: URL refused by the download policy", field=field) from None
+            raise FetchFailed("too many or invalid redirects", field=field) from None
+        raise FetchFailed("URL refused by the download policy", field=field) from None
     except Exception as err:  # requests' connection errors and timeouts
         log.info("download failed field=%s url=%s error=%s", field, redact_url(url),
                  type(err).__name__)
         if _is_timeout(err):
-            raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s",
+            raise FetchFailed(f"download took longer than {timeout_s:g} s",
                               field=field) from None
-        raise FetchFailed(f"{field}: download failed ({type(err).__name__})", field=field) from None
+        raise FetchFailed(f"download failed ({type(err).__name__})", field=field) from None
     with response:
         if response.status_code >= 400:
-            raise FetchFailed(f"{field}: server answered HTTP {response.status_code}", field=field)
+            raise FetchFailed(f"server answered HTTP {response.status_code}", field=field)
         data = _read_body(response, field=field, deadline=deadline, timeout_s=timeout_s,
                           max_bytes=max_bytes)
     if not data:
-        raise InvalidImage(f"{field}: download is empty", field=field)
+        raise InvalidImage("download is empty", field=field)
     return data
 
 
@@ -197,7 +197,7 @@ def _read_body(response, *, field: str, deadline: float, timeout_s: float, max_b
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s", field=field)
+            raise FetchFailed(f"download took longer than {timeout_s:g} s", field=field)
         if sock is not None:
             try:
                 sock.settimeout(max(remaining, 0.01))
@@ -207,15 +207,15 @@ def _read_body(response, *, field: str, deadline: float, timeout_s: float, max_b
             chunk = read(_CHUNK_BYTES, decode_content=True)
         except Exception as err:  # socket timeout, reset, bad encoding, ...
             if _is_timeout(err) or time.monotonic() >= deadline:
-                raise FetchFailed(f"{field}: download took longer than {timeout_s:g} s",
+                raise FetchFailed(f"download took longer than {timeout_s:g} s",
                                   field=field) from None
-            raise FetchFailed(f"{field}: download failed ({type(err).__name__})",
+            raise FetchFailed(f"download failed ({type(err).__name__})",
                               field=field) from None
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
         if total > max_bytes:
-            raise ImageTooLarge(f"{field}: download exceeds {max_bytes} bytes", field=field)
+            raise ImageTooLarge(f"download exceeds {max_bytes} bytes", field=field)
         chunks.append(chunk)
 
 

@@ -3,8 +3,8 @@
 :func:`parse_request` accepts the three request forms (single, ``pairs`` batch, one person with
 ``cloth_images``) and returns a :class:`Request` of plain references: base64 strings and URLs
 are kept as text (decoding happens later, item by item), only the small pose JSON is turned into
-an 18×3 array here. Any structural problem raises :class:`errors.InvalidInput` (or
-:class:`errors.BatchTooLarge`) whose message names the offending field, e.g.
+an 18×3 array here. Any structural problem raises :class:`vton_core.errors.InvalidInput` (or
+:class:`vton_core.errors.BatchTooLarge`) whose message names the offending field, e.g.
 ``pairs[1].cloth_image: expected a base64 string``. Unknown fields are refused so that typos do
 not silently fall back to defaults.
 """
@@ -18,6 +18,7 @@ import numpy as np
 
 from cp_dataset import keypoints_from_openpose
 from cpvton_infer import OUTPUT_SIZES
+from networks import DEFAULT_CONFIG
 from vton_core.errors import BatchTooLarge, InvalidInput
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
@@ -32,8 +33,6 @@ DEFAULT_OUTPUT_SIZE = "original"
 #: Names of the optional intermediate images (``return_intermediates: true``).
 INTERMEDIATES = ("warped_cloth", "warped_mask", "composite_mask", "parse", "pose_overlay")
 
-#: OpenPose COCO-18 keypoints: the pose is an 18×3 (x, y, confidence) array in person-image pixels.
-NUM_KEYPOINTS = 18
 MAX_URL_LENGTH = 2048
 
 
@@ -113,7 +112,7 @@ def _check_keys(obj: dict, allowed: Sequence[str], prefix: str) -> None:
     for key in obj:
         if not isinstance(key, str) or key not in allowed:
             shown = key if isinstance(key, str) else repr(key)
-            raise InvalidInput(f"{_where(prefix, shown[:64])}: unknown field", field=_where(prefix, shown[:64]))
+            raise InvalidInput("unknown field", field=_where(prefix, shown[:64]))
 
 
 def _b64_field(obj: dict, name: str, prefix: str) -> Optional[ImageRef]:
@@ -123,9 +122,9 @@ def _b64_field(obj: dict, name: str, prefix: str) -> Optional[ImageRef]:
     field = _where(prefix, name)
     value = obj[name]
     if not isinstance(value, str):
-        raise InvalidInput(f"{field}: expected a base64 string, got {_type_name(value)}", field=field)
+        raise InvalidInput(f"expected a base64 string, got {_type_name(value)}", field=field)
     if not value.strip():
-        raise InvalidInput(f"{field}: is empty", field=field)
+        raise InvalidInput("is empty", field=field)
     return ImageRef(field=field, b64=value)
 
 
@@ -136,17 +135,17 @@ def _url_field(obj: dict, name: str, prefix: str) -> Optional[ImageRef]:
     field = _where(prefix, name)
     value = obj[name]
     if not isinstance(value, str):
-        raise InvalidInput(f"{field}: expected a URL string, got {_type_name(value)}", field=field)
+        raise InvalidInput(f"expected a URL string, got {_type_name(value)}", field=field)
     if len(value) > MAX_URL_LENGTH:
-        raise InvalidInput(f"{field}: URL longer than {MAX_URL_LENGTH} characters", field=field)
+        raise InvalidInput(f"URL longer than {MAX_URL_LENGTH} characters", field=field)
     try:
         parts = urlsplit(value.strip())
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise InvalidInput(f"{field}: not a valid URL", field=field) from None
+        raise InvalidInput("not a valid URL", field=field) from None
     if parts.scheme.lower() not in ("http", "https") or not host:
-        raise InvalidInput(f"{field}: must be an http(s) URL with a host", field=field)
+        raise InvalidInput("must be an http(s) URL with a host", field=field)
     return ImageRef(field=field, url=value.strip())
 
 
@@ -156,10 +155,10 @@ def _image(obj: dict, stem: str, prefix: str, *, required: bool) -> Optional[Ima
     url = _url_field(obj, f"{stem}_url", prefix)
     if b64 and url:
         field = _where(prefix, stem)
-        raise InvalidInput(f"{field}: give either {stem} or {stem}_url, not both", field=field)
+        raise InvalidInput(f"give either {stem} or {stem}_url, not both", field=field)
     if required and not (b64 or url):
         field = _where(prefix, stem)
-        raise InvalidInput(f"{field}: is required (base64 in {stem}, or {stem}_url)", field=field)
+        raise InvalidInput(f"is required (base64 in {stem}, or {stem}_url)", field=field)
     return b64 or url
 
 
@@ -178,17 +177,17 @@ def parse_pose(value: Any, field: str) -> np.ndarray:
     if isinstance(value, dict):
         people = value.get("people")
         if not isinstance(people, list) or not people:
-            raise InvalidInput(f"{field}: expected an OpenPose object with a non-empty 'people' list",
+            raise InvalidInput("expected an OpenPose object with a non-empty 'people' list",
                                field=field)
     elif not isinstance(value, list):
-        raise InvalidInput(f"{field}: expected an OpenPose object or a list of keypoints, "
+        raise InvalidInput(f"expected an OpenPose object or a list of keypoints, "
                            f"not {_type_name(value)}", field=field)
     try:
-        pose = keypoints_from_openpose(value, NUM_KEYPOINTS).astype(np.float64)
+        pose = keypoints_from_openpose(value, DEFAULT_CONFIG.num_keypoints).astype(np.float64)
     except ValueError as exc:
-        raise InvalidInput(f"{field}: {exc}", field=field) from None
+        raise InvalidInput(str(exc), field=field) from None
     if np.abs(pose[:, :2]).max() > MAX_COORDINATE:
-        raise InvalidInput(f"{field}: keypoint coordinates out of range", field=field)
+        raise InvalidInput("keypoint coordinates out of range", field=field)
     return pose
 
 
@@ -211,7 +210,7 @@ def _options(obj: dict) -> Options:
     if fmt is None:
         fmt = DEFAULT_OUTPUT_FORMAT
     if not isinstance(fmt, str) or fmt.lower().replace("jpg", "jpeg") not in OUTPUT_FORMATS:
-        raise InvalidInput(f"output_format: must be one of {', '.join(OUTPUT_FORMATS)}",
+        raise InvalidInput(f"must be one of {', '.join(OUTPUT_FORMATS)}",
                            field="output_format")
     quality = obj.get("jpeg_quality", DEFAULT_JPEG_QUALITY)
     if quality is None:
@@ -219,81 +218,83 @@ def _options(obj: dict) -> Options:
     if isinstance(quality, float) and quality.is_integer():
         quality = int(quality)
     if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
-        raise InvalidInput("jpeg_quality: must be an integer from 1 to 100", field="jpeg_quality")
+        raise InvalidInput("must be an integer from 1 to 100", field="jpeg_quality")
     size = obj.get("output_size", DEFAULT_OUTPUT_SIZE)
     if size is None:
         size = DEFAULT_OUTPUT_SIZE
     if not isinstance(size, str) or size.lower() not in OUTPUT_SIZES:
-        raise InvalidInput(f"output_size: must be one of {', '.join(OUTPUT_SIZES)}",
+        raise InvalidInput(f"must be one of {', '.join(OUTPUT_SIZES)}",
                            field="output_size")
     inter = obj.get("return_intermediates", False)
     if inter is None:
         inter = False
     if not isinstance(inter, bool):
-        raise InvalidInput("return_intermediates: must be true or false",
+        raise InvalidInput("must be true or false",
                            field="return_intermediates")
     return Options(output_format=fmt.lower().replace("jpg", "jpeg"), jpeg_quality=quality,
                    output_size=size.lower(), return_intermediates=inter)
+
+
+def _batch(payload: dict, name: str, max_items: int, *, what: str) -> list:
+    """The non-empty, bounded array ``payload[name]``."""
+    entries = payload[name]
+    if not isinstance(entries, list) or not entries:
+        raise InvalidInput(f"expected a non-empty array{what}", field=name)
+    if len(entries) > max_items:
+        raise BatchTooLarge(f"{len(entries)} items exceeds the limit of {max_items}", field=name)
+    return entries
+
+
+def _pairs_request(payload: dict, options: Options, max_items: int) -> Request:
+    _check_keys(payload, ("pairs",) + OPTION_FIELDS, "")
+    persons, items = [], []
+    for i, pair in enumerate(_batch(payload, "pairs", max_items, what=" of objects")):
+        prefix = f"pairs[{i}]"
+        if not isinstance(pair, dict):
+            raise InvalidInput(f"expected an object, got {_type_name(pair)}", field=prefix)
+        _check_keys(pair, PERSON_FIELDS + CLOTH_FIELDS, prefix)
+        persons.append(_person(pair, prefix))
+        items.append(Item(person=i, cloth=_cloth(pair, prefix), field=prefix))
+    return Request("pairs", tuple(persons), tuple(items), options)
+
+
+def _cloth_images_request(payload: dict, options: Options, max_items: int) -> Request:
+    _check_keys(payload, ("cloth_images",) + PERSON_FIELDS + OPTION_FIELDS, "")
+    entries = _batch(payload, "cloth_images", max_items, what="")
+    person = _person(payload, "")
+    items = []
+    for i, entry in enumerate(entries):
+        prefix = f"cloth_images[{i}]"
+        if isinstance(entry, str):
+            if not entry.strip():
+                raise InvalidInput("is empty", field=prefix)
+            cloth = ClothSpec(image=ImageRef(field=prefix, b64=entry))
+        elif isinstance(entry, dict):
+            _check_keys(entry, CLOTH_FIELDS, prefix)
+            cloth = _cloth(entry, prefix)
+        else:
+            raise InvalidInput(f"expected a base64 string or an object with "
+                               f"cloth_image, got {_type_name(entry)}", field=prefix)
+        items.append(Item(person=0, cloth=cloth, field=prefix))
+    return Request("cloth_images", (person,), tuple(items), options)
 
 
 def parse_request(payload: Any, *, max_items: int) -> Request:
     """Validate a job's ``input`` and return the normalised :class:`Request`.
 
     ``max_items`` bounds the number of try-on items (``BATCH_TOO_LARGE`` above it). Raises
-    :class:`errors.InvalidInput` naming the field for every structural problem.
+    :class:`vton_core.errors.InvalidInput` naming the field for every structural problem.
     """
     if not isinstance(payload, dict):
-        raise InvalidInput(f"input: expected a JSON object, got {_type_name(payload)}", field="input")
+        raise InvalidInput(f"expected a JSON object, got {_type_name(payload)}", field="input")
     if not payload:
-        raise InvalidInput("input: is empty (person_image and cloth_image are required)",
+        raise InvalidInput("is empty (person_image and cloth_image are required)",
                            field="input")
     options = _options(payload)
-    has_pairs = payload.get("pairs") is not None
-    has_cloths = payload.get("cloth_images") is not None
-
-    if has_pairs:
-        _check_keys(payload, ("pairs",) + OPTION_FIELDS, "")
-        pairs = payload["pairs"]
-        if not isinstance(pairs, list) or not pairs:
-            raise InvalidInput("pairs: expected a non-empty array of objects", field="pairs")
-        if len(pairs) > max_items:
-            raise BatchTooLarge(f"pairs: {len(pairs)} items exceeds the limit of {max_items}",
-                                field="pairs")
-        persons, items = [], []
-        for i, pair in enumerate(pairs):
-            prefix = f"pairs[{i}]"
-            if not isinstance(pair, dict):
-                raise InvalidInput(f"{prefix}: expected an object, got {_type_name(pair)}", field=prefix)
-            _check_keys(pair, PERSON_FIELDS + CLOTH_FIELDS, prefix)
-            persons.append(_person(pair, prefix))
-            items.append(Item(person=i, cloth=_cloth(pair, prefix), field=prefix))
-        return Request("pairs", tuple(persons), tuple(items), options)
-
-    if has_cloths:
-        _check_keys(payload, ("cloth_images",) + PERSON_FIELDS + OPTION_FIELDS, "")
-        cloths = payload["cloth_images"]
-        if not isinstance(cloths, list) or not cloths:
-            raise InvalidInput("cloth_images: expected a non-empty array", field="cloth_images")
-        if len(cloths) > max_items:
-            raise BatchTooLarge(f"cloth_images: {len(cloths)} items exceeds the limit of {max_items}",
-                                field="cloth_images")
-        person = _person(payload, "")
-        items = []
-        for i, entry in enumerate(cloths):
-            prefix = f"cloth_images[{i}]"
-            if isinstance(entry, str):
-                if not entry.strip():
-                    raise InvalidInput(f"{prefix}: is empty", field=prefix)
-                cloth = ClothSpec(image=ImageRef(field=prefix, b64=entry))
-            elif isinstance(entry, dict):
-                _check_keys(entry, CLOTH_FIELDS, prefix)
-                cloth = _cloth(entry, prefix)
-            else:
-                raise InvalidInput(f"{prefix}: expected a base64 string or an object with "
-                                   f"cloth_image, got {_type_name(entry)}", field=prefix)
-            items.append(Item(person=0, cloth=cloth, field=prefix))
-        return Request("cloth_images", (person,), tuple(items), options)
-
+    if payload.get("pairs") is not None:
+        return _pairs_request(payload, options, max_items)
+    if payload.get("cloth_images") is not None:
+        return _cloth_images_request(payload, options, max_items)
     _check_keys(payload, PERSON_FIELDS + CLOTH_FIELDS + OPTION_FIELDS, "")
     person = _person(payload, "")
     cloth = _cloth(payload, "")

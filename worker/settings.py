@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
+from cpvton_infer import BACKENDS, PRECISIONS
+
 #: The repository folder: relative checkpoint paths are resolved from here, not from the cwd.
 REPO_DIR = Path(__file__).resolve().parents[1]
 
@@ -71,8 +73,6 @@ ENV_VARS = (
 )
 
 _DEVICES = ("auto", "cpu", "cuda")
-_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_BACKENDS = ("auto", "torch", "openvino")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -82,6 +82,75 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 def _resolve(path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO_DIR / p
+
+
+class _EnvReader:
+    """Typed reads of one environment mapping; a malformed value raises ValueError naming it."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def text(self, name: str) -> Optional[str]:
+        value = self.env.get(name)
+        return value.strip() if value is not None and value.strip() != "" else None
+
+    def path(self, name: str, default: Optional[str] = None) -> Optional[Path]:
+        value = self.text(name) or default
+        return _resolve(value) if value else None
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+        if not parsed >= minimum or parsed == float("inf"):
+            raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
+        return parsed
+
+    def choice(self, name: str, default: str, options: tuple, *, upper: bool = False) -> str:
+        value = self.text(name)
+        if value is None:
+            return default
+        value = value.upper() if upper else value.lower()
+        if value == "WARN":
+            value = "WARNING"
+        if value not in options:
+            raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def sha256(self, name: str) -> Optional[str]:
+        value = self.text(name)
+        if value is None:
+            return None
+        value = value.lower()
+        if not _SHA256.match(value):
+            raise ValueError(f"{name} must be a sha256 of 64 hex digits, got {value!r}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -117,90 +186,29 @@ class Settings:
 
         Raises ``ValueError`` naming the variable when a value is malformed or out of range.
         """
-        env = os.environ if environ is None else environ
-
-        def text(name: str) -> Optional[str]:
-            value = env.get(name)
-            return value.strip() if value is not None and value.strip() != "" else None
-
-        def flag(name: str, default: bool) -> bool:
-            value = text(name)
-            if value is None:
-                return default
-            if value.lower() in _TRUE:
-                return True
-            if value.lower() in _FALSE:
-                return False
-            raise ValueError(f"{name} must be 0 or 1, got {value!r}")
-
-        def integer(name: str, default: int, minimum: int) -> int:
-            value = text(name)
-            if value is None:
-                return default
-            try:
-                number = int(value.replace("_", ""))
-            except ValueError:
-                raise ValueError(f"{name} must be an integer, got {value!r}") from None
-            if number < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {number}")
-            return number
-
-        def number(name: str, default: float, minimum: float) -> float:
-            value = text(name)
-            if value is None:
-                return default
-            try:
-                parsed = float(value)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
-            if not parsed >= minimum or parsed == float("inf"):
-                raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-            return parsed
-
-        def choice(name: str, default: str, options: tuple, *, upper: bool = False) -> str:
-            value = text(name)
-            if value is None:
-                return default
-            value = value.upper() if upper else value.lower()
-            if value == "WARN":
-                value = "WARNING"
-            if value not in options:
-                raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
-            return value
-
-        def sha256(name: str) -> Optional[str]:
-            value = text(name)
-            if value is None:
-                return None
-            value = value.lower()
-            if not _SHA256.match(value):
-                raise ValueError(f"{name} must be a sha256 of 64 hex digits, got {value!r}")
-            return value
-
-        gmm, tom = text("GMM_CHECKPOINT"), text("TOM_CHECKPOINT")
-        ov_cache = text("OPENVINO_CACHE_DIR")
+        read = _EnvReader(os.environ if environ is None else environ)
         defaults = cls()
         return cls(
-            checkpoint_dir=_resolve(text("CHECKPOINT_DIR") or "checkpoints"),
-            gmm_checkpoint=_resolve(gmm) if gmm else None,
-            tom_checkpoint=_resolve(tom) if tom else None,
-            gmm_sha256=sha256("GMM_SHA256"),
-            tom_sha256=sha256("TOM_SHA256"),
-            allow_random_weights=flag("ALLOW_RANDOM_WEIGHTS", False),
-            device=choice("DEVICE", "auto", _DEVICES),
-            require_gpu=flag("REQUIRE_GPU", False),
-            precision=choice("PRECISION", "auto", _PRECISIONS),
-            backend=choice("BACKEND", "auto", _BACKENDS),
-            openvino_cache_dir=_resolve(ov_cache) if ov_cache else None,
-            max_batch_items=integer("MAX_BATCH_ITEMS", defaults.max_batch_items, 1),
-            max_input_bytes=integer("MAX_INPUT_BYTES", defaults.max_input_bytes, 1),
-            max_image_pixels=integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1),
-            url_timeout_s=number("URL_TIMEOUT_S", defaults.url_timeout_s, 0.1),
-            url_max_bytes=integer("URL_MAX_BYTES", defaults.url_max_bytes, 1),
-            max_response_bytes=integer("MAX_RESPONSE_BYTES", defaults.max_response_bytes, 1),
-            bucket_endpoint_url=text("BUCKET_ENDPOINT_URL"),
-            log_level=choice("LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),
-            concurrency=integer("CONCURRENCY", defaults.concurrency, 1),
-            warmup=flag("WARMUP", True),
-            person_cache_size=integer("PERSON_CACHE_SIZE", defaults.person_cache_size, 0),
+            checkpoint_dir=read.path("CHECKPOINT_DIR", "checkpoints"),
+            gmm_checkpoint=read.path("GMM_CHECKPOINT"),
+            tom_checkpoint=read.path("TOM_CHECKPOINT"),
+            gmm_sha256=read.sha256("GMM_SHA256"),
+            tom_sha256=read.sha256("TOM_SHA256"),
+            allow_random_weights=read.flag("ALLOW_RANDOM_WEIGHTS", False),
+            device=read.choice("DEVICE", "auto", _DEVICES),
+            require_gpu=read.flag("REQUIRE_GPU", False),
+            precision=read.choice("PRECISION", "auto", ("auto",) + PRECISIONS),
+            backend=read.choice("BACKEND", "auto", ("auto",) + BACKENDS),
+            openvino_cache_dir=read.path("OPENVINO_CACHE_DIR"),
+            max_batch_items=read.integer("MAX_BATCH_ITEMS", defaults.max_batch_items, 1),
+            max_input_bytes=read.integer("MAX_INPUT_BYTES", defaults.max_input_bytes, 1),
+            max_image_pixels=read.integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1),
+            url_timeout_s=read.number("URL_TIMEOUT_S", defaults.url_timeout_s, 0.1),
+            url_max_bytes=read.integer("URL_MAX_BYTES", defaults.url_max_bytes, 1),
+            max_response_bytes=read.integer("MAX_RESPONSE_BYTES", defaults.max_response_bytes, 1),
+            bucket_endpoint_url=read.text("BUCKET_ENDPOINT_URL"),
+            log_level=read.choice("LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),
+            concurrency=read.integer("CONCURRENCY", defaults.concurrency, 1),
+            warmup=read.flag("WARMUP", True),
+            person_cache_size=read.integer("PERSON_CACHE_SIZE", defaults.person_cache_size, 0),
         )

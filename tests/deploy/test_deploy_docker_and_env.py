@@ -412,6 +412,7 @@ def test_run_like_container_runs_cmd_with_image_env(tmp_path):
     assert res.stdout.strip() == "True hello world None True ['x']"
 
 
+@pytest.mark.slow
 def test_container_entrypoint_runs_one_job(tmp_path):
     """The image's exact CMD and ENV run the Hub's test request through the runpod SDK's local
     test mode (CPU, random-weight checkpoints in the official format)."""

@@ -10,12 +10,8 @@ from PIL import Image
 
 from cpvton_infer import CPVTONPlusModel, cpu_has_native_bf16
 from tests.helpers.shared_data import needs_shared, viton_pairs, viton_sample
+from training.metrics import psnr
 from vton_core.errors import CheckpointError, InvalidInput
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def test_missing_checkpoints_fail_loudly(tmp_path):
@@ -49,7 +45,7 @@ def test_precision_and_device_resolution(random_ckpt_dir):
     if expected == "cpu":   # bf16 only where the CPU has native bf16 (emulated bf16 is slow)
         assert m.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     with pytest.raises(ValueError):
-        CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp8")
+        CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp8", backend="torch")
 
 
 @needs_shared
@@ -93,7 +89,7 @@ def test_bf16_on_cpu_stays_close_to_fp32(random_ckpt_dir, model, capsys):
     bf16 = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="bf16", backend="torch")
     a = np.asarray(model.try_on(**s).image)
     b = np.asarray(bf16.try_on(**s).image)
-    value = psnr(a, b)
+    value = psnr(torch.tensor(a)[None], torch.tensor(b)[None], data_range=255.0).item()
     with capsys.disabled():
         print(f"\n[bf16 vs fp32 on CPU] PSNR = {value:.2f} dB")
     assert value >= 25.0  # random weights amplify rounding; with real weights it is higher

@@ -45,7 +45,7 @@ def ov_model(random_ckpt_dir):
 
 @pytest.fixture(scope="session")
 def ov_entry(ov_model) -> Path:
-    return ov_model.openvino_model_path.parent
+    return ov_model.networks.model_path.parent
 
 
 def golden_inputs(golden) -> list[torch.Tensor]:
@@ -133,7 +133,7 @@ def test_a_valid_entry_is_reused(random_ckpt_dir, ov_entry, tmp_path, counting_e
     copy_entry(ov_entry, tmp_path)
     m = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp32", backend="openvino",
                         openvino_cache_dir=tmp_path)
-    assert counting_export == [] and m.openvino_model_path.parent == tmp_path / ov_entry.name
+    assert counting_export == [] and m.networks.model_path.parent == tmp_path / ov_entry.name
 
 
 @pytest.mark.parametrize("damage", ["truncated bin", "edited xml", "no manifest", "bad manifest",
@@ -179,7 +179,7 @@ def test_a_changed_checkpoint_gets_a_new_export(random_ckpt_dir, ov_entry, tmp_p
     copy_entry(ov_entry, ckpt / "openvino")             # the old pair's entry is there
     m = CPVTONPlusModel(ckpt, device="cpu", precision="fp32", backend="openvino")
     assert len(counting_export) == 1
-    assert m.openvino_model_path.parent != ckpt / "openvino" / ov_entry.name
+    assert m.networks.model_path.parent != ckpt / "openvino" / ov_entry.name
 
 
 def test_random_weights_are_keyed_by_their_state_dict_hash(tmp_path, counting_export):
@@ -187,7 +187,7 @@ def test_random_weights_are_keyed_by_their_state_dict_hash(tmp_path, counting_ex
                         backend="openvino", allow_random_weights=True,
                         openvino_cache_dir=tmp_path / "cache")
     assert m.weights.random and len(counting_export) == 1
-    assert export_cache.entry_problem(m.openvino_model_path.parent, _identity(m)) is None
+    assert export_cache.entry_problem(m.networks.model_path.parent, _identity(m)) is None
 
 
 def test_generic_cache_for_any_module(tmp_path):

@@ -225,12 +225,12 @@ def test_prepare_person_192x256_not_reframed_and_supplied_inputs_used():
     parse = np.asarray(Image.open(VITON / "test" / "image-parse-new" / "000174_0.png"))
     mask = np.asarray(Image.open(VITON / "test" / "image-mask" / "000174_0.png"))
     pose = np.arange(54, dtype=np.float32).reshape(18, 3)
-    mi = P.prepare_person(img, parse=parse, pose=pose, body_mask=mask)
+    mi = P.person_model_inputs(img, parse=parse, pose=pose, body_mask=mask)
     assert mi.framing is None and mi.image.size == (192, 256)
     np.testing.assert_array_equal(mi.parse, parse)
     np.testing.assert_array_equal(mi.keypoints, pose)
     np.testing.assert_array_equal(mi.body_mask, mask >= 128)
-    mi2 = P.prepare_person(img, parse=parse)   # pose and mask computed, parse kept
+    mi2 = P.person_model_inputs(img, parse=parse)   # pose and mask computed, parse kept
     np.testing.assert_array_equal(mi2.parse, parse)
     assert mi2.keypoints[2, 2] > 0 and mi2.body_mask.any()
 
@@ -251,7 +251,7 @@ def test_ordinary_photos(name):
     assert (xy[:, 0] >= 0).all() and (xy[:, 0] < w).all() and (xy[:, 1] >= 0).all() and (xy[:, 1] < h).all()
     assert (xy[:, 1][None] >= 0).all()
     assert a.keypoints[2, 0] < a.keypoints[5, 0] + 1e-3 or a.keypoints[2, 0] > 0  # both sides set
-    mi = P.prepare_person(path)
+    mi = P.person_model_inputs(path)
     assert mi.image.size == (192, 256) and mi.parse.shape == (256, 192)
     assert mi.framing is not None
     back = mi.framing.paste_back(Image.open(path).convert("RGB"), mi.image, np.ones((256, 192), np.float32))
@@ -281,7 +281,7 @@ def test_photo_reframing_sizes():
     wide = Image.new("RGB", (1600, 1000), (235, 235, 235))
     wide.paste(src.resize((750, 1000)), (300, 0))
     for im in (src.resize((1080, 1440)), wide):
-        mi = P.prepare_person(im)
+        mi = P.person_model_inputs(im)
         assert mi.image.size == (192, 256) and mi.framing.image_size == im.size
         assert mi.keypoints[2, 2] > 0 and 0 <= mi.keypoints[2, 0] < 192
 

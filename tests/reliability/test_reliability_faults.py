@@ -20,6 +20,7 @@ import handler
 from tests.helpers.worker_inputs import b64, cloth_fields, decode, person_fields
 from vton_core.errors import CheckpointError
 from vton_core.weights import GMM_FILE, TOM_FILE, file_sha256
+from worker import recovery
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +149,7 @@ def oom_worker(model, random_ckpt_dir):
 
 def test_oom_batch_is_retried_in_halves(oom_worker, monkeypatch):
     emptied = []
-    monkeypatch.setattr(handler, "free_gpu_memory", lambda: emptied.append(1))
+    monkeypatch.setattr(recovery, "free_gpu_memory", lambda: emptied.append(1))
     wrapped = oom_worker(fits=2)
     out = run({"pairs": _pairs(5)})
     assert out["success"] is True and out["succeeded"] == 5, out
@@ -159,7 +160,7 @@ def test_oom_batch_is_retried_in_halves(oom_worker, monkeypatch):
 
 
 def test_transient_single_item_oom_is_retried_once(oom_worker, monkeypatch):
-    monkeypatch.setattr(handler, "free_gpu_memory", lambda: None)
+    monkeypatch.setattr(recovery, "free_gpu_memory", lambda: None)
     wrapped = oom_worker(fits=1, transient=1)
     out = run({**person_fields(), **cloth_fields()})
     assert out["success"] is True and wrapped.sizes == [1, 1] and "refresh_worker" not in out
@@ -167,7 +168,7 @@ def test_transient_single_item_oom_is_retried_once(oom_worker, monkeypatch):
 
 def test_persistent_single_item_oom_fails_that_item_and_refreshes(oom_worker, model,
                                                                   monkeypatch):
-    monkeypatch.setattr(handler, "free_gpu_memory", lambda: None)
+    monkeypatch.setattr(recovery, "free_gpu_memory", lambda: None)
     wrapped = oom_worker(fits=8)
     real_cloth = model.prepare_cloth
     seen = []
@@ -188,13 +189,13 @@ def test_persistent_single_item_oom_fails_that_item_and_refreshes(oom_worker, mo
 
 
 def test_oom_is_not_a_cuda_fault_but_illegal_access_is():
-    assert handler.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
-    assert not handler.is_cuda_fault(torch.cuda.OutOfMemoryError("CUDA out of memory."))
-    assert handler.is_cuda_fault(RuntimeError("CUDA error: an illegal memory access was "
+    assert recovery.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert not recovery.is_cuda_fault(torch.cuda.OutOfMemoryError("CUDA out of memory."))
+    assert recovery.is_cuda_fault(RuntimeError("CUDA error: an illegal memory access was "
                                               "encountered"))
-    assert handler.is_cuda_fault(RuntimeError("CUDA error: device-side assert triggered"))
-    assert not handler.is_cuda_fault(ValueError("CUDA error"))      # only runtime errors
-    assert not handler.is_cuda_fault(RuntimeError("shape mismatch"))
+    assert recovery.is_cuda_fault(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not recovery.is_cuda_fault(ValueError("CUDA error"))      # only runtime errors
+    assert not recovery.is_cuda_fault(RuntimeError("shape mismatch"))
 
 
 def test_cuda_fault_in_a_batch_refreshes_the_worker(worker, model, monkeypatch):
@@ -267,6 +268,7 @@ def test_pinned_hashes_load_and_output_reports_the_loaded_weights(random_ckpt_di
     assert out["weights"] == {"gmm_sha256": gmm[:12], "tom_sha256": tom[:12], "random": False}
 
 
+@pytest.mark.slow
 def test_dev_server_start_up_fails_on_a_tampered_checkpoint(random_ckpt_dir, tampered_dir):
     """The real process: a pinned hash that does not match stops it, naming the file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}

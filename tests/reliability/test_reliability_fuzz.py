@@ -276,6 +276,7 @@ jobs = st.one_of(
 )
 
 
+@pytest.mark.slow
 @hsettings(max_examples=JSON_EXAMPLES, **FUZZ)
 @given(job=jobs)
 def test_fuzz_structure(fuzz_worker, rss_baseline, job):
@@ -319,6 +320,7 @@ def image_jobs(draw):
             "output_size": "model"}
 
 
+@pytest.mark.slow
 @hsettings(max_examples=IMAGE_EXAMPLES, **FUZZ)
 @given(inp=image_jobs())
 def test_fuzz_image_bytes(fuzz_worker, rss_baseline, inp):

@@ -28,6 +28,8 @@ from PIL import Image
 from tests.helpers.dev_server import dev_server
 from tests.helpers.worker_inputs import b64, cloth_fields, decode, person_fields
 
+pytestmark = pytest.mark.slow  # 1,000 requests over HTTP
+
 N_REQUESTS = int(os.environ.get("SOAK_REQUESTS", "1000"))
 WARMUP_REQUESTS = 50
 RSS_WINDOW = 100

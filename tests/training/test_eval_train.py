@@ -256,6 +256,7 @@ def gmm_run(tiny_data, tmp_path_factory):
     return out, hist
 
 
+@pytest.mark.slow
 def test_gmm_training_reduces_loss_and_writes_files(gmm_run):
     out, hist = gmm_run
     assert [h["step"] for h in hist] == list(range(1, 7))
@@ -270,6 +271,7 @@ def test_gmm_training_reduces_loss_and_writes_files(gmm_run):
     assert len((stage / "loss_log.jsonl").read_text().splitlines()) == 6
 
 
+@pytest.mark.slow
 def test_gmm_checkpoints_round_trip(gmm_run):
     out, _ = gmm_run
     gmm = build_gmm()
@@ -282,6 +284,7 @@ def test_gmm_checkpoints_round_trip(gmm_run):
     assert final["extractionA.model.2.num_batches_tracked"].item() == 6   # BatchNorm trained
 
 
+@pytest.mark.slow
 def test_gmm_resume_matches_uninterrupted_run(gmm_run, tiny_data, tmp_path):
     out, hist = gmm_run
     (tmp_path / "GMM").mkdir()
@@ -295,6 +298,7 @@ def test_gmm_resume_matches_uninterrupted_run(gmm_run, tiny_data, tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 def test_tom_training_reduces_loss_and_model_loads(gmm_run, tiny_data, vgg19_file):
     out, _ = gmm_run
     torch.manual_seed(0)
@@ -336,6 +340,7 @@ def _expected_files(result: Path, mode: str, names: list[str]) -> list[Path]:
             + [result / "TOM" / mode / d / n for d in evaluation.TOM_DIRS for n in names])
 
 
+@pytest.mark.slow
 def test_evaluation_writes_layout_and_metrics(tiny_data, random_ckpt_dir, lpips_files, tmp_path):
     result = tmp_path / "result"
     backbone, lin = lpips_files
@@ -363,6 +368,7 @@ def test_evaluation_writes_layout_and_metrics(tiny_data, random_ckpt_dir, lpips_
     assert hist[0]["vgg"] == 0 and math.isfinite(hist[0]["loss"])
 
 
+@pytest.mark.slow
 @needs_shared
 def test_evaluation_on_shared_samples(random_ckpt_dir, tmp_path):
     result = tmp_path / "shared_result"
@@ -377,6 +383,7 @@ def test_evaluation_on_shared_samples(random_ckpt_dir, tmp_path):
     assert saved["ssim"] == pytest.approx(m["ssim"]) and 0 <= saved["iou"] <= 1
 
 
+@pytest.mark.slow
 def test_cli_help_lists_options():
     for module, options in (("training.evaluate", ("--dataroot", "--datamode", "--data_list", "--checkpoint_dir",
                                          "--result_dir", "--lpips_weights", "--inception_weights")),

@@ -14,6 +14,8 @@ from tests.helpers.dev_server import dev_server
 from tests.helpers.worker_inputs import cloth_fields, decode, person_fields
 from worker import sample_images
 
+pytestmark = pytest.mark.slow  # a real dev server process
+
 
 @pytest.fixture(scope="module")
 def server(random_ckpt_dir, tmp_path_factory):
