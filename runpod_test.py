@@ -9,7 +9,7 @@ Without ``--api`` the worker's ``handler`` runs in this process, exactly as RunP
 Writes ``outputs/runpod_test/result.<fmt>``, ``montage.png`` (person | cloth | warped cloth |
 result) and ``timings.json``. Without the official checkpoints it runs with RANDOM weights (the
 picture is then noise, and it says so); with them (CHECKPOINT_DIR) it uses them. The bundled
-person is scikit-image's ``astronaut`` photo; the garment is drawn by sample_images.py.
+person is scikit-image's ``astronaut`` photo; the garment is drawn by worker/sample_images.py.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     python tools/make_test_input.py          # rewrites test_input.json in the repository root
 
 The images are the project's bundled ones (scikit-image's astronaut photo, scaled down and
-JPEG-encoded, and the t-shirt drawn by sample_images.py), so the file stays small (< 200 KB)
+JPEG-encoded, and the t-shirt drawn by worker/sample_images.py), so the file stays small (< 200 KB)
 and holds no data from elsewhere.
 """
 from __future__ import annotations

@@ -270,7 +270,7 @@ def _local_imports(path: Path) -> set[Path]:
 
 
 def _project_py_files() -> list[Path]:
-    """The worker's Python files: everything handler.py (and settings.py) imports, transitively.
+    """The worker's Python files: everything handler.py (and worker/settings.py) imports, transitively.
 
     Client-side examples and tools read their own variables (an API key, an endpoint id); those are
     not the worker's and do not belong in .env.example. Without handler.py, every top-level module

@@ -1,6 +1,6 @@
 """handler(job): every input form and every error code, with the real model (random weights).
 
-Images are drawn (sample_images.py). Most tests use the fast path (a 192×256 person with its
+Images are drawn (worker/sample_images.py). Most tests use the fast path (a 192×256 person with its
 parse/pose/mask, a garment with its mask); the NO_PERSON test runs the real person analysis.
 """
 from __future__ import annotations
