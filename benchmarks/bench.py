@@ -275,7 +275,8 @@ def section_backends(results: dict, ckpt: Path, repeats: int, batches=(1, 4)) ->
             row = {"backend": backend, "precision": precision, "batch": batch,
                    "networks_ms": ms, "gflops": flops * batch / ms / 1e6,
                    "speedup_vs_eager_fp32": base_ms / ms,
-                   "psnr_vs_eager_fp32_db": psnr(out["tryon"], ref["tryon"]),
+                   "psnr_vs_eager_fp32_db": psnr(out["tryon"].reshape(1, -1), ref["tryon"].reshape(1, -1),
+                                                 data_range=2.0).item(),
                    "grid_max_error": float((out["grid"] - ref["grid"]).abs().max())}
             for p, v in peak.items():
                 row[f"fraction_of_{p}_peak"] = row["gflops"] / v
