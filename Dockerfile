@@ -123,7 +123,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/worker \
     MPLCONFIGDIR=/tmp/matplotlib \
-    CHECKPOINT_DIR=/app/checkpoints
+    CHECKPOINT_DIR=/app/checkpoints \
+    RUNPOD_LOG_LEVEL=WARN
+# RUNPOD_LOG_LEVEL: the runpod SDK's own level, for any line it prints before handler.py routes
+# its logger into ours (LOG_LEVEL then decides, and job payloads are never logged: worker/logs.py).
 
 # Fail the build, not the first cold start, if a system library is missing.
 RUN python -c "import cv2, mediapipe, numpy, openvino, PIL, runpod, torch, torchvision"

@@ -157,6 +157,8 @@ def keypoints_from_openpose(data: Mapping | Sequence, num_keypoints: int = 18) -
             raise ValueError("pose keypoints must be numbers")
     try:
         a = np.asarray(data, dtype=np.float64)
+    except OverflowError:     # an integer of hundreds of digits
+        raise ValueError("pose keypoints must be finite numbers of a sensible size") from None
     except (TypeError, ValueError):
         raise ValueError("pose keypoints are not numbers") from None
     if a.ndim == 1:
@@ -165,11 +167,13 @@ def keypoints_from_openpose(data: Mapping | Sequence, num_keypoints: int = 18) -
         a = a.reshape(num_keypoints, 3)
     if a.ndim != 2 or a.shape[0] != num_keypoints or a.shape[1] not in (2, 3):
         raise ValueError(f"expected {num_keypoints}×3 keypoints, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError("pose keypoints must be finite")
     if a.shape[1] == 2:
         a = np.concatenate([a, (a > 0).all(1, keepdims=True).astype(np.float64)], 1)
-    return a.astype(np.float32)
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32)
+    if not np.isfinite(out).all():       # NaN, ±inf, or beyond float32's range
+        raise ValueError("pose keypoints must be finite")
+    return out
 
 
 def load_keypoints(path: str | Path) -> np.ndarray:

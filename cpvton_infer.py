@@ -25,9 +25,17 @@ import torch
 from PIL import Image
 
 import cp_dataset
-from cp_dataset import CLOTH_LABELS, MASK_THRESHOLD, cloth_mask_tensor, keypoints_from_openpose, normalize, person_representations
+from cp_dataset import (
+    CLOTH_LABELS,
+    LABELS,
+    MASK_THRESHOLD,
+    cloth_mask_tensor,
+    keypoints_from_openpose,
+    normalize,
+    person_representations,
+)
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
-from vton_core.errors import CheckpointError, InvalidInput, NoCloth
+from vton_core.errors import CheckpointError, InvalidInput, NoCloth, NoPerson, VTONError
 from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
 from vton_core.weights import (GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256, load_checkpoint,
                                random_weights, state_dict_sha256)
@@ -45,7 +53,12 @@ OUTPUT_SIZES = ("original", "model")
 #: Parse labels that the try-on replaces when the result is pasted back into a photo:
 #: the upper-body garment and the arms (the new garment may have other sleeves).
 REPLACED_LABELS = CLOTH_LABELS + (14, 15)
+#: The highest parse label CP-VTON+ knows (20, the neck); a caller's parse may hold 0..MAX_LABEL.
+MAX_LABEL = max(LABELS.values())
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Field names of the preprocessing API → the predictor's names (used in its errors).
+_PERSON_FIELDS = {"image": "person_image", "pose": "person_pose", "parse": "person_parse",
+                  "body_mask": "person_mask"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -58,8 +71,8 @@ class PreparedPerson:
     image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
     model pixels; original: the photo as received (RGB); framing: how it maps to the model crop
     (``None`` when the photo already is 192×256 and was used as is). The two 22-channel
-    representations are derived on demand (:meth:`representations`) rather than stored, so that
-    a cached person holds a quarter of the memory (both figures: README_RUNPOD.md § Performance).
+    representations are derived on demand (:meth:`representations`) rather than stored;
+    :attr:`nbytes` is what the person holds (the worker's cache budget counts it).
     """
 
     image: torch.Tensor
@@ -72,6 +85,14 @@ class PreparedPerson:
     notes: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
     cfg: CPVTONConfig = DEFAULT_CONFIG
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this person holds: its model-size arrays and the photo (bytes per pixel × W × H)."""
+        arrays = (self.image.element_size() * self.image.nelement() + self.parse.nbytes
+                  + self.body_mask.nbytes + np.asarray(self.keypoints).nbytes)
+        photo = self.original.width * self.original.height * len(self.original.getbands())
+        return int(arrays + photo)
 
     def representations(self) -> dict[str, torch.Tensor]:
         """{"GMM": 22×H×W, "TOM": 22×H×W} in [-1, 1] (spec §3)."""
@@ -198,6 +219,17 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # pragma: no cover - older builds
         return False
+
+
+@contextlib.contextmanager
+def _person_field_names():
+    """Re-raise the preprocessing's errors under the predictor's field names (``person_*``)."""
+    try:
+        yield
+    except VTONError as err:
+        if err.field not in _PERSON_FIELDS:
+            raise
+        raise err.with_field(_PERSON_FIELDS[err.field]) from None
 
 
 def _preprocess_module():
@@ -412,6 +444,7 @@ class CPVTONPlusModel:
         timings: dict[str, float] = {}
         image = load_rgb(person, field="person_image", max_pixels=self.max_pixels)
         parse_arr = None if parse is None else load_label_map(parse, field="person_parse",
+                                                              max_label=MAX_LABEL,
                                                               max_pixels=self.max_pixels)
         mask_arr = None if person_mask is None else load_mask(person_mask, field="person_mask",
                                                               threshold=1, max_pixels=self.max_pixels)
@@ -424,6 +457,15 @@ class CPVTONPlusModel:
         for name, arr in (("person_parse", parse_arr), ("person_mask", mask_arr)):
             if arr is not None:
                 check_same_size(arr, image.size, field=name, image_name="the person image")
+        if mask_arr is not None and not mask_arr.any():
+            raise NoPerson("the mask is empty (all black); the person must be non-zero (white)",
+                           field="person_mask")
+        if parse_arr is not None and not parse_arr.any():
+            raise NoPerson("the label map holds only background (label 0)", field="person_parse")
+        if keypoints is not None:
+            from vton_preprocess.framing import check_keypoints_in_photo
+            with _person_field_names():
+                check_keypoints_in_photo(keypoints, image.size)
         timings["decode"] = _ms(t0)
 
         t1 = time.perf_counter()
@@ -431,8 +473,9 @@ class CPVTONPlusModel:
         if complete and image.size == self.model_size:
             model_image, framing, num_people, notes = image, None, 1, ()
         else:
-            prepared = _preprocess_module().person_model_inputs(
-                image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
+            with _person_field_names():
+                prepared = _preprocess_module().person_model_inputs(
+                    image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
             model_image, framing = prepared.image, prepared.framing
             parse_arr, mask_arr, keypoints = prepared.parse, prepared.body_mask, prepared.keypoints
             num_people, notes = prepared.num_people, tuple(prepared.notes)
@@ -465,20 +508,22 @@ class CPVTONPlusModel:
                              timings_ms={"cloth": _ms(t0)})
 
     def _fit_cloth(self, image: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarray]:
-        """Pad to 3:4 (white / empty mask, centred) and resize to the model size."""
+        """Fit into the model's 3:4 frame: scaled to touch it, centred, padded with white (the
+        mask with empty). Drawn at the model size, so memory does not grow with the photo's
+        aspect ratio (a 32,766×1 strip would need a 32,766×43,688 canvas at its own scale)."""
         w, h = self.model_size
         if image.size == (w, h):
             return image, mask
         iw, ih = image.size
-        cw, ch = max(iw, -(-ih * w // h)), max(ih, -(-iw * h // w))   # smallest 3:4 canvas
-        ox, oy = (cw - iw) // 2, (ch - ih) // 2
-        canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
-        canvas.paste(image, (ox, oy))
-        mcanvas = Image.new("L", (cw, ch), 0)
-        mcanvas.paste(Image.fromarray(mask.astype(np.uint8) * 255, "L"), (ox, oy))
-        resized = canvas.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
-        rmask = np.asarray(mcanvas.resize((w, h), Image.BILINEAR)) >= MASK_THRESHOLD
-        return resized, rmask
+        scale = min(w / iw, h / ih)
+        sw, sh = max(1, round(iw * scale)), max(1, round(ih * scale))
+        offset = ((w - sw) // 2, (h - sh) // 2)
+        canvas = Image.new("RGB", (w, h), (255, 255, 255))
+        canvas.paste(image.resize((sw, sh), Image.BICUBIC, reducing_gap=3.0), offset)
+        mcanvas = Image.new("L", (w, h), 0)
+        mcanvas.paste(Image.fromarray(mask.astype(np.uint8) * 255, "L").resize((sw, sh), Image.BILINEAR),
+                      offset)
+        return canvas, np.asarray(mcanvas) >= MASK_THRESHOLD
 
     # -- the networks --------------------------------------------------------------------------
     @torch.inference_mode()

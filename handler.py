@@ -18,7 +18,8 @@ import threading
 import time
 from typing import Any, Optional
 
-from vton_core.errors import CheckpointError, InvalidInput, VTONError
+from vton_core.errors import CheckpointError, InvalidInput, VTONError, client_text
+from worker import logs
 from worker.pipeline import Worker, is_local
 from worker.recovery import is_cuda_fault
 from worker.schema import parse_request
@@ -28,6 +29,8 @@ log = logging.getLogger("cpvton.worker")
 
 #: What a client sees for an unexpected failure (the details go to the worker log only).
 INTERNAL_MESSAGE = "INTERNAL: the worker failed to process this job; it has been logged"
+#: Longest job id kept for logs and S3 prefixes (RunPod's ids are far shorter).
+MAX_JOB_ID_CHARS = 128
 
 _WORKER: Optional[Worker] = None
 _WORKER_LOCK = threading.Lock()
@@ -125,21 +128,25 @@ def set_worker(worker: Optional[Worker]) -> None:
 # ----------------------------------------------------------------------------------------------
 # The RunPod entry points
 # ----------------------------------------------------------------------------------------------
-def handler(job: Any) -> dict:
+def handler(job: Any, cancelled: Optional[threading.Event] = None) -> dict:
     """RunPod handler: ``job["input"]`` → output dict, or ``{"error": "<CODE>: <message>"}``.
 
     Never raises: invalid input is a typed error naming the field, anything unexpected is logged
     with the job id and returned as ``INTERNAL`` (with ``refresh_worker`` after a CUDA fault).
+    ``cancelled`` (set by :func:`async_handler` when RunPod stops the job) ends the work at the
+    next stage.
     """
     job_id = "unknown"
     try:
         if not isinstance(job, dict):
             raise InvalidInput("expected an object with an 'input' field", field="job")
-        job_id = str(job.get("id", "local"))[:128]
+        job_id = client_text(job.get("id", "local"), MAX_JOB_ID_CHARS)
         worker = get_worker()
         request = parse_request(job.get("input"), max_items=worker.settings.max_batch_items)
-        return worker.process(request, {**job, "id": job_id})
+        return worker.process(request, {**job, "id": job_id}, cancelled)
     except VTONError as err:
+        if isinstance(err, CheckpointError):   # the operator's error: the path goes to the log only
+            log.error("job %s: %s", job_id, err.message)
         log.info(json.dumps({"event": "job", "job_id": job_id, "outcome": "FAILED",
                              "error_code": err.code}, separators=(",", ":")))
         return {"error": err.client_message()}
@@ -152,15 +159,17 @@ def handler(job: Any) -> dict:
 
 
 async def async_handler(job: Any) -> dict:
-    """``handler`` in a thread, so that CONCURRENCY > 1 overlaps downloads and encoding."""
-    return await asyncio.to_thread(handler, job)
-
-
-def configure_logging(level: str) -> None:
-    """Worker-process logging: one line per record on stderr, level from LOG_LEVEL."""
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("cpvton").setLevel(level)
+    """``handler`` in a thread (CONCURRENCY > 1: concurrent jobs overlap). When RunPod cancels
+    the job or it times out, the SDK cancels this coroutine; the thread is told through an event
+    and stops at its next stage."""
+    cancelled = threading.Event()
+    try:
+        return await asyncio.to_thread(handler, job, cancelled)
+    except asyncio.CancelledError:
+        cancelled.set()
+        log.info("job %s: cancelled; its work stops at the next stage",
+                 client_text(job.get("id") if isinstance(job, dict) else None, MAX_JOB_ID_CHARS))
+        raise
 
 
 def register_fitness_checks(settings: Settings) -> None:
@@ -187,8 +196,13 @@ def register_fitness_checks(settings: Settings) -> None:
 def main() -> None:
     import runpod
 
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:   # a mis-configured worker stops here, naming the variable
+        logs.configure_logging("INFO")
+        log.error("invalid configuration: %s", err)
+        sys.exit(1)
+    logs.configure_logging(settings.log_level)
     if is_local():
         # Local run (test_input.json or the dev API server): the SDK runs no fitness checks,
         # so start here and fail loudly on a broken setup.

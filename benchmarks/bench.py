@@ -21,6 +21,7 @@ else from the bundled sample images. Sections:
   cold       process start to first request served (warm-up and imports included), per backend,
              with the worker's RSS after that request
   memory     worker RSS after warm-up and after N requests
+  cache      RSS growth after 8 distinct 12 MP persons (the person cache's byte budget at work)
   gpu        (CUDA only) batched throughput and single-pair latency, fp16/bf16, channels_last
 """
 from __future__ import annotations
@@ -442,6 +443,55 @@ def section_e2e_backends(results: dict, ckpt: Path, repeats: int, job) -> None:
         results[f"e2e_precision_{backend}"] = worker.model.precision
 
 
+#: Persons of this size fill the cache in the memory figure (12 MP photos, 36 MB as pixels).
+CACHE_PERSON_SIZE = (3000, 4000)
+CACHE_PERSONS = 8
+
+
+def section_cache(results: dict, ckpt: Path) -> None:
+    """RSS growth of an idle worker after CACHE_PERSONS distinct large persons went through it:
+    the person cache keeps at most PERSON_CACHE_MB of them (default settings otherwise)."""
+    import psutil
+
+    import handler
+    from worker import sample_images
+    from worker.settings import Settings
+    with worker_env(ckpt, WARMUP="0"):
+        settings = Settings.from_env()
+    worker = handler.Worker(settings, handler.load_model(settings))
+    handler.set_worker(worker)
+    p = sample_images.synthetic_person(*CACHE_PERSON_SIZE)
+    cloth = sample_images.garment()
+    fixed = {"person_parse": b64(_png(Image.fromarray(p.parse))),
+             "person_mask": b64(_png(Image.fromarray(p.mask))),
+             "person_pose": {"people": [{"pose_keypoints_2d": p.pose.reshape(-1).tolist()}]},
+             "cloth_image": b64(_png(cloth)),
+             "cloth_mask": b64(_png(Image.fromarray(sample_images.garment_mask(cloth)))),
+             "output_size": "model"}
+    photo = np.asarray(p.image)
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    for i in range(CACHE_PERSONS):
+        distinct = photo.copy()
+        distinct[:64, :64] = (30 * i, 0, 0)          # survives JPEG: a distinct person each time
+        buf = io.BytesIO()
+        Image.fromarray(distinct).save(buf, format="JPEG", quality=90)
+        out = handler.handler({"id": "bench-cache", "input": {"person_image": b64(buf.getvalue()),
+                                                              **fixed}})
+        assert "error" not in out, out
+    results["person_cache_budget_mb"] = settings.person_cache_mb
+    results["person_cache_entries"] = len(worker.cache)
+    results["person_cache_held_mb"] = worker.cache.nbytes / 2 ** 20
+    results["rss_growth_8_large_persons_mb"] = (proc.memory_info().rss - rss0) / 2 ** 20
+    handler.set_worker(None)
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 COLD_START = r"""
 import base64, json, sys, time
 t_import = time.perf_counter()
@@ -556,7 +606,7 @@ def print_table(results: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json")
-    ap.add_argument("--sections", default="networks,stages,backends,repr,preprocess,e2e,cold,gpu")
+    ap.add_argument("--sections", default="networks,stages,backends,repr,preprocess,e2e,cache,cold,gpu")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--memory-requests", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests")
@@ -582,6 +632,7 @@ def main(argv=None) -> int:
                  ("repr", lambda: section_repr(results)),
                  ("preprocess", lambda: section_preprocess(results, max(args.repeats, 10))),
                  ("e2e", lambda: section_e2e_memory(results, ckpt, args.repeats, args.memory_requests)),
+                 ("cache", lambda: section_cache(results, ckpt)),
                  ("cold", lambda: section_cold(results, ckpt, min(args.repeats, 3))),
                  ("gpu", lambda: section_gpu(results, args.repeats))]
         for name, step in steps:

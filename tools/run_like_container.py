@@ -37,6 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
+#: Longer command-line arguments (a --test_input job with its images) are logged as their length.
+MAX_LOGGED_ARG = 200
+
+
 class DockerfileError(ValueError):
     """The Dockerfile uses a form this tool does not understand."""
 
@@ -274,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                       sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
             return 0
-        log.info("running %s in %s (as the image's WORKDIR %s)", cmd, root, stage.workdir)
+        shown = [a if len(a) <= MAX_LOGGED_ARG else f"<{len(a)} characters>" for a in cmd]
+        log.info("running %s in %s (as the image's WORKDIR %s)", shown, root, stage.workdir)
         try:
             proc = subprocess.run(cmd, cwd=root, env=env, timeout=args.timeout, check=False)
         except subprocess.TimeoutExpired:

@@ -7,10 +7,40 @@ field. The text a client sees, ``"<CODE>: <field>: <message>"``, is built in one
 :meth:`VTONError.with_field`. Messages never contain file-system paths of the server,
 tracebacks or image data. ``CheckpointError`` is the exception: it is an operator's error and
 names the path.
+
+:meth:`VTONError.client_message` also passes the text through :func:`client_text`: whatever a
+client sent and we echo (a field name, say) comes back as printable, valid UTF-8 of bounded
+length, so the response can always be sent. A ``CheckpointError``'s client text is a fixed
+sentence; its path goes to the log only.
 """
 from __future__ import annotations
 
 import copy
+import unicodedata
+
+#: Longest client message (characters); longer ones are cut with an ellipsis.
+MAX_CLIENT_TEXT = 1000
+#: Longest echoed client-supplied name (a field name) in characters.
+MAX_ECHOED_NAME = 64
+#: Unicode categories dropped from client text: controls, formats (bidi overrides, zero-width
+#: characters), surrogates, private use, unassigned code points, line and paragraph separators.
+_UNSAFE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def client_text(text: object, limit: int = MAX_CLIENT_TEXT) -> str:
+    """``text`` made safe to return and to log: valid UTF-8, printable, at most ``limit`` chars.
+
+    Every character in :data:`_UNSAFE_CATEGORIES` (lone surrogates, controls such as newlines,
+    bidi overrides) becomes ``?``; a longer text is cut and ends with ``…``.
+    """
+    s = str(text)
+    clean = "".join("?" if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in s)
+    return clean if len(clean) <= limit else clean[:limit - 1] + "…"
+
+
+def echoed_name(name: object) -> str:
+    """A client-supplied name (a JSON key) as it may appear in a message or a ``field``."""
+    return client_text(name if isinstance(name, str) else repr(name), MAX_ECHOED_NAME)
 
 
 class VTONError(Exception):
@@ -31,8 +61,9 @@ class VTONError(Exception):
         return f"{self.field}: {self.message}" if self.field else self.message
 
     def client_message(self) -> str:
-        """``"<CODE>: <field>: <message>"``, the form the worker returns to clients."""
-        return f"{self.code}: {self}"
+        """``"<CODE>: <field>: <message>"``, the form the worker returns to clients (see
+        :func:`client_text`)."""
+        return client_text(f"{self.code}: {self}")
 
     def with_field(self, field: str | None) -> "VTONError":
         """The same error (same type and code) about another field, e.g. ``pairs[2].cloth_mask``."""
@@ -78,6 +109,21 @@ class BatchTooLarge(VTONError):
 
 
 class CheckpointError(VTONError):
-    """A checkpoint file is missing, unreadable or not in the official format."""
+    """A checkpoint file is missing, unreadable or not in the official format.
+
+    Its message names the path for the operator's log; clients get :data:`CLIENT_TEXT` only.
+    """
 
     code = "CHECKPOINT_ERROR"
+    #: What a client sees: no server path, no file name.
+    CLIENT_TEXT = ("the worker's model checkpoints are missing or invalid; the operator has the "
+                   "details in the worker log")
+
+    def client_message(self) -> str:
+        return client_text(f"{self.code}: {self.CLIENT_TEXT}")
+
+
+class JobCancelled(VTONError):
+    """The job was cancelled or timed out on RunPod; its work stopped at the next stage."""
+
+    code = "CANCELLED"

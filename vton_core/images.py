@@ -25,6 +25,22 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image,
 #: Default bound on decoded pixels (width × height) for one image: 40 MP, far above any photo a
 #: shop sends, far below what would exhaust a worker's memory.
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Longest side of any image, whatever its pixel count: OpenCV's geometric transforms
+#: (``warpAffine``, ``remap``) need sides below 32,767 (``SHRT_MAX``).
+MAX_IMAGE_SIDE = 32_766
+
+
+def check_dimensions(width: int, height: int, *, field: str, max_pixels: int) -> None:
+    """Refuse an image with no pixels, a side over :data:`MAX_IMAGE_SIDE` or more than
+    ``max_pixels`` pixels (:class:`errors.InvalidImage` / :class:`errors.ImageTooLarge`)."""
+    if width < 1 or height < 1:
+        raise InvalidImage("image has no pixels", field=field)
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ImageTooLarge(f"{width}x{height} pixels; a side may be at most "
+                            f"{MAX_IMAGE_SIDE} pixels", field=field)
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{width}x{height} pixels exceeds the limit of {max_pixels} pixels", field=field)
 
 
 def _open(src: ImageSource, field: str, max_pixels: int) -> Image.Image:
@@ -49,12 +65,7 @@ def _open(src: ImageSource, field: str, max_pixels: int) -> Image.Image:
             raise ImageTooLarge("image dimensions are too large", field=field) from None
         except Exception:
             raise InvalidImage("not a decodable image", field=field) from None
-    w, h = im.size
-    if w < 1 or h < 1:
-        raise InvalidImage("image has no pixels", field=field)
-    if w * h > max_pixels:
-        raise ImageTooLarge(
-            f"{w}x{h} pixels exceeds the limit of {max_pixels} pixels", field=field)
+    check_dimensions(*im.size, field=field, max_pixels=max_pixels)
     return im
 
 
@@ -120,28 +131,68 @@ def load_rgb(src: ImageSource, *, field: str = "image",
         raise InvalidImage(f"unsupported image mode {im.mode}", field=field) from None
 
 
-def load_label_map(src: ImageSource, *, field: str = "parse",
+#: What a label map must be (said in every refusal of one).
+LABEL_MAP_FORMAT = ("a label map must be a lossless single-channel image (PNG, mode L or P) whose "
+                    "pixel values are the labels")
+#: Encoded formats that cannot hold exact labels (lossy compression invents values at edges).
+_LOSSY_FORMATS = ("JPEG", "MPO")
+
+
+def _check_labels(a: np.ndarray, field: str, max_label: int | None) -> np.ndarray:
+    if max_label is not None and a.size and int(a.max()) > max_label:
+        raise InvalidInput(f"holds the value {int(a.max())}, beyond the labels 0-"
+                           f"{max_label}; {LABEL_MAP_FORMAT} 0-{max_label}", field=field)
+    return a
+
+
+def _single_channel(rgb: np.ndarray, field: str, max_label: int | None) -> np.ndarray:
+    """H×W×C labels stored in every channel (as VITON's RGB parse files do) → H×W; a colour
+    image (channels that differ: a visualisation of a parse) is refused."""
+    if rgb.shape[2] > 1 and not (rgb == rgb[:, :, :1]).all():
+        upper = f" 0-{max_label}" if max_label is not None else ""
+        raise InvalidInput(f"is a colour image (a visualisation of a parse?); "
+                           f"{LABEL_MAP_FORMAT}{upper}", field=field)
+    return rgb[:, :, 0].copy()
+
+
+def load_label_map(src: ImageSource, *, field: str = "parse", max_label: int | None = None,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Load a label map (mode L or P PNG, or an integer array) as H×W uint8 labels."""
+    """Load a label map (mode L or P PNG, or an integer array) as H×W uint8 labels.
+
+    Images that cannot be exact label maps are refused with :class:`errors.InvalidInput`: JPEG
+    files, colour images whose channels differ, and (with ``max_label``) values above it. An
+    RGB(A) image or H×W×C array with the labels in every channel is accepted.
+    """
     if isinstance(src, np.ndarray):
-        a = src[..., 0] if src.ndim == 3 else src
+        if src.ndim == 3:
+            if np.issubdtype(src.dtype, np.floating):
+                raise InvalidImage("label map must hold integer labels", field=field)
+            a = _single_channel(src, field, max_label)
+        else:
+            a = src
         if a.ndim != 2:
             raise InvalidImage(f"array of shape {src.shape} is not a label map", field=field)
         if np.issubdtype(a.dtype, np.floating):
             raise InvalidImage("label map must hold integer labels", field=field)
         if a.size and (a.min() < 0 or a.max() > 255):
             raise InvalidImage("labels must be in 0..255", field=field)
-        return a.astype(np.uint8)
-    im = _decode(_open(src, field, max_pixels), field)
+        return _check_labels(a.astype(np.uint8), field, max_label)
+    opened = _open(src, field, max_pixels)
+    if opened.format in _LOSSY_FORMATS:
+        upper = f" 0-{max_label}" if max_label is not None else ""
+        raise InvalidInput(f"is a JPEG; {LABEL_MAP_FORMAT}{upper} (JPEG compression "
+                           "changes them)", field=field)
+    im = _decode(opened, field)
     if im.mode in ("L", "P"):
-        return np.asarray(im, dtype=np.uint8).copy()
+        return _check_labels(np.asarray(im, dtype=np.uint8).copy(), field, max_label)
     if im.mode in ("I", "I;16", "I;16B", "I;16L"):
         a = np.asarray(im)
-        if a.size and a.max() > 255:
+        if a.size and (a.min() < 0 or a.max() > 255):
             raise InvalidImage("labels must be in 0..255", field=field)
-        return a.astype(np.uint8)
+        return _check_labels(a.astype(np.uint8), field, max_label)
     # An RGB(A) label map: VITON stores the labels in every channel.
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)[:, :, 0].copy()
+    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return _check_labels(_single_channel(rgb, field, max_label), field, max_label)
 
 
 def load_mask(src: ImageSource, *, field: str = "mask", threshold: int = 128,

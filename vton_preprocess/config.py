@@ -75,3 +75,12 @@ HIP_FRAC = 0.78
 SHOULDER_FRAC = 0.32
 MIN_PERSON_PX = 48              # a head-to-hip (or head-to-shoulder ×2.5) span below this: too small
 PAD_COLOUR = (255, 255, 255)    # padding where the 3:4 box extends past the photo
+# Bounds on the framing (a caller's pose decides the box): present keypoints may lie at most this
+# fraction of the photo's width / height outside it; the box may be at most this many times the
+# photo's longer side (a head-and-shoulders portrait with the shoulders at the bottom edge
+# needs ~3.5).
+POSE_MARGIN_FRAC = 0.25
+MAX_BOX_TO_PHOTO = 4.0
+# The crop is drawn on a canvas at most this many times the model width (photos are resampled
+# to it first), so memory follows the photo, not the box.
+CROP_CANVAS_MAX_SCALE = 4

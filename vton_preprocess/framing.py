@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from vton_core.errors import NoPerson
+from vton_core.errors import InvalidInput, NoPerson
 
 from . import config as C
 
@@ -38,10 +38,26 @@ class Framing:
         return np.array([[s, 0, (0.5 - x0) * s - 0.5], [0, s, (0.5 - y0) * s - 0.5]], np.float64)
 
     def crop_image(self, im: Image.Image) -> Image.Image:
-        """Original RGB image -> 192×256 RGB (Lanczos; white outside the photo)."""
+        """Original RGB image -> 192×256 RGB (Lanczos; white outside the photo).
+
+        Memory is bounded by the photo, whatever the box: a box wider than
+        ``CROP_CANVAS_MAX_SCALE`` × the model width is drawn on a canvas of that width (the
+        photo's part inside the box resampled to it first), not at the box's own size.
+        """
         x0, y0, x1, y1 = (int(round(v)) for v in self.box)
-        canvas = Image.new("RGB", (x1 - x0, y1 - y0), C.PAD_COLOUR)
-        canvas.paste(im.convert("RGB"), (-x0, -y0))
+        f = min(1.0, C.CROP_CANVAS_MAX_SCALE * MW / (x1 - x0))        # canvas px per original px
+        canvas = Image.new("RGB", (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))),
+                           C.PAD_COLOUR)
+        W, H = im.size
+        ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
+        if ix0 < ix1 and iy0 < iy1:
+            part = im.convert("RGB")
+            if f < 1.0:
+                part = part.resize((max(1, round((ix1 - ix0) * f)), max(1, round((iy1 - iy0) * f))),
+                                   Image.LANCZOS, box=(ix0, iy0, ix1, iy1))
+            else:
+                part = part.crop((ix0, iy0, ix1, iy1))
+            canvas.paste(part, (round((ix0 - x0) * f), round((iy0 - y0) * f)))
         return canvas.resize(C.MODEL_SIZE, Image.LANCZOS)
 
     def _warp(self, a: np.ndarray) -> np.ndarray:
@@ -74,8 +90,9 @@ class Framing:
         model_image: 192×256 RGB; changed: 256×192 float in [0, 1] (where the try-on altered the
         person). Returns an image of the original's size where only the changed region (with a
         feathered edge) comes from the upscaled model image. The feathering is done at the model
-        size and scaled up with the box, and only the rectangle the blend touches is converted
-        and written.
+        size and scaled up with the box, and only the rectangle the blend touches (within the
+        photo) is upscaled, converted and written: memory is bounded by the photo, whatever
+        the box.
         """
         out = np.array(original.convert("RGB"))                       # H×W×3 uint8 (a copy)
         H, W = out.shape[:2]
@@ -95,14 +112,37 @@ class Framing:
         by0, by1 = max(int(my0 * s), -y0, 0), min(int(np.ceil(my1 * s)), bh, H - y0)
         if bx0 >= bx1 or by0 >= by1:
             return Image.fromarray(out)
-        # Upscale model image and alpha to the box, then keep the touched rectangle.
-        up = cv2.resize(np.asarray(model_image.convert("RGB")), (bw, bh),
-                        interpolation=cv2.INTER_LANCZOS4)[by0:by1, bx0:bx1].astype(np.float32)
-        a = cv2.resize(alpha, (bw, bh), interpolation=cv2.INTER_LINEAR)[by0:by1, bx0:bx1, None]
+        # Upscale model image and alpha to the touched rectangle only (box px (bx0, by0) on):
+        # model px = (box px + 0.5) / s - 0.5, the mapping of a resize to the whole box.
+        to_model = np.array([[1 / s, 0, (bx0 + 0.5) / s - 0.5],
+                             [0, 1 / s, (by0 + 0.5) / s - 0.5]], np.float64)
+        size = (bx1 - bx0, by1 - by0)
+        up = cv2.warpAffine(np.asarray(model_image.convert("RGB")), to_model, size,
+                            flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        a = cv2.warpAffine(alpha, to_model, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)[:, :, None]
         region = out[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1]
         blended = region.astype(np.float32) * (1 - a) + up * a
         region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(out)
+
+
+def check_keypoints_in_photo(keypoints: np.ndarray, image_size: tuple[int, int]) -> None:
+    """Refuse a pose whose present keypoints (confidence > 0) lie more than ``POSE_MARGIN_FRAC``
+    of the photo's width / height outside it: such a pose was made for another image.
+
+    keypoints: 18×3 (x, y, confidence) in pixels of the W×H photo. Raises
+    :class:`errors.InvalidInput` with ``field="pose"``.
+    """
+    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    w, h = image_size
+    xy = kp[kp[:, 2] > 0, :2]
+    mx, my = C.POSE_MARGIN_FRAC * w, C.POSE_MARGIN_FRAC * h
+    if len(xy) and ((xy[:, 0] < -mx).any() or (xy[:, 0] > w + mx).any()
+                    or (xy[:, 1] < -my).any() or (xy[:, 1] > h + my).any()):
+        raise InvalidInput(f"keypoints lie outside the {w}x{h} photo; a pose must be in the "
+                           "person image's pixel coordinates", field="pose")
 
 
 def frame_person(image_size: tuple[int, int], keypoints: np.ndarray,
@@ -110,8 +150,11 @@ def frame_person(image_size: tuple[int, int], keypoints: np.ndarray,
     """The 3:4 box that frames the person as in VITON (head at the top, hips at ~78 %).
 
     image_size: (W, H); keypoints: 18×3 in those pixels; body_mask: H×W bool.
-    Raises :class:`vton_core.errors.NoPerson` without shoulders in view or for a person too small.
+    Raises :class:`vton_core.errors.NoPerson` without shoulders in view or for a person too small, and
+    :class:`vton_core.errors.InvalidInput` (``field="pose"``) for keypoints outside the photo or a box
+    more than ``MAX_BOX_TO_PHOTO`` times the photo's longer side.
     """
+    check_keypoints_in_photo(keypoints, image_size)
     kp = np.asarray(keypoints, np.float32).reshape(18, 3)
     if kp[R_SHOULDER, 2] <= 0 or kp[L_SHOULDER, 2] <= 0:
         raise NoPerson("the person is cut off: shoulders not in view", field="image")
@@ -136,6 +179,9 @@ def frame_person(image_size: tuple[int, int], keypoints: np.ndarray,
     width = height * C.MODEL_ASPECT
     x0 = round(cx - width / 2)
     y0 = round(top - C.HEAD_TOP_FRAC * height)
+    if height > C.MAX_BOX_TO_PHOTO * max(image_size):
+        raise InvalidInput(f"the pose frames the person in a box {height / max(image_size):.1f} "
+                           "times the photo's size; check the keypoints", field="pose")
     w_int = max(3, round(width / 3)) * 3           # keep exactly 3:4 in integers
     box = (float(x0), float(y0), float(x0 + w_int), float(y0 + w_int * 4 // 3))
     return Framing(box=box, image_size=(int(image_size[0]), int(image_size[1])))

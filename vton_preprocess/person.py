@@ -20,7 +20,7 @@ from vton_core.images import check_same_size, load_label_map, load_rgb
 
 from . import config as C
 from . import models
-from .framing import Framing, frame_person
+from .framing import Framing, check_keypoints_in_photo, frame_person
 from .parsing import Geometry, parse_person
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,7 @@ def _check_pose(pose, size) -> np.ndarray:
         raise InvalidInput("must be 18 (x, y, confidence) triples", field="pose") from None
     if not np.isfinite(kp).all():
         raise InvalidInput("has non-finite values", field="pose")
+    check_keypoints_in_photo(kp, size)
     return kp
 
 

@@ -6,6 +6,8 @@ queued; a single thread takes the first waiting call, collects the calls that ar
 its own results. One pass over eight pairs costs far less than eight passes over one on a GPU.
 If the joint pass fails, each call is run again on its own, so a failure stays with the call that
 caused it (the rule of :func:`worker.recovery.run_jointly`, which a job applies to its items too).
+A call whose job was cancelled while it waited is dropped (its caller gets
+:class:`vton_core.errors.JobCancelled`), so a stopped job never takes a place in a pass.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
+from vton_core.errors import JobCancelled
 from worker.recovery import run_jointly
 
 RunFn = Callable[..., list]
@@ -26,7 +29,15 @@ class _Call:
     persons: Sequence
     cloths: Sequence
     output_size: str
+    cancelled: Optional[threading.Event] = None
     future: Future = field(default_factory=Future)
+
+    def drop_if_cancelled(self) -> bool:
+        """True (and the caller told) when the call's job was cancelled."""
+        if self.cancelled is None or not self.cancelled.is_set():
+            return False
+        self.future.set_exception(JobCancelled("the job was cancelled before its forward pass"))
+        return True
 
 
 class MicroBatcher:
@@ -48,9 +59,14 @@ class MicroBatcher:
         self._thread.start()
         self.batches_run = 0          # joint passes so far (for tests and logs)
 
-    def run(self, persons: Sequence, cloths: Sequence, *, output_size: str = "original") -> list:
-        """Queue one call and wait for its results (exceptions are re-raised in the caller)."""
-        call = _Call(list(persons), list(cloths), output_size)
+    def run(self, persons: Sequence, cloths: Sequence, *, output_size: str = "original",
+            cancelled: Optional[threading.Event] = None) -> list:
+        """Queue one call and wait for its results (exceptions are re-raised in the caller).
+
+        ``cancelled``: the job's cancellation flag; a call still waiting when it is set is
+        dropped with :class:`errors.JobCancelled`.
+        """
+        call = _Call(list(persons), list(cloths), output_size, cancelled)
         self._queue.put(call)
         return call.future.result()
 
@@ -74,6 +90,8 @@ class MicroBatcher:
                 break
             if nxt is None:
                 return calls, True
+            if nxt.drop_if_cancelled():
+                continue
             if nxt.output_size != first.output_size or items + len(nxt.persons) > self._max_items:
                 self._pending = nxt          # not joinable: it starts the next batch
 
@@ -93,7 +111,11 @@ class MicroBatcher:
             self._execute(calls)
 
     def _execute(self, calls: list[_Call]) -> None:
-        """One joint pass; if it fails, each call alone (:func:`worker.recovery.run_jointly`)."""
+        """One joint pass; if it fails, each call alone (:func:`worker.recovery.run_jointly`).
+        Calls whose job was cancelled meanwhile are dropped first."""
+        calls = [c for c in calls if not c.drop_if_cancelled()]
+        if not calls:
+            return
         self.batches_run += 1
         output_size = calls[0].output_size
 

@@ -9,6 +9,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vton_core.errors import InvalidInput
 from worker.schema import INTERMEDIATES, Options
 
 #: Colours of the 20 LIP labels used by CP-VTON's parse maps (palette of the ``parse`` output).
@@ -23,6 +24,22 @@ POSE_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9
               (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
 
 PNG_COMPRESS_LEVEL = 1
+#: Media type of each output format (S3 uploads carry it).
+MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+#: Longest side each output format can hold (PNG's 2^31 - 1 is beyond any accepted input).
+FORMAT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65_535, "webp": 16_383}
+
+
+def check_output_fits(fmt: str, output_size: str, person_size: tuple, *, model_size: tuple) -> None:
+    """Refuse, before any work, a result that ``fmt`` cannot hold (``INVALID_INPUT`` naming
+    ``output_format``). The result has the person photo's ``(w, h)`` for ``output_size``
+    ``"original"``, ``model_size`` otherwise."""
+    w, h = person_size if output_size == "original" else model_size
+    limit = FORMAT_MAX_SIDE[fmt]
+    if max(w, h) > limit:
+        raise InvalidInput(f"{fmt} holds at most {limit} pixels per side and the "
+                           f"result would be {w}x{h}; ask for another output_format or "
+                           "output_size model", field="output_format")
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from vton_core.errors import ImageTooLarge, InvalidImage, InvalidInput, VTONError
+from vton_core.errors import ImageTooLarge, InvalidImage, InvalidInput, VTONError, client_text
+from vton_core.images import check_dimensions
 from worker.schema import ImageRef
 
 log = logging.getLogger("cpvton.worker")
@@ -34,6 +35,8 @@ _WHITESPACE = re.compile(r"\s+")
 #: Chunk size for streamed downloads.
 _CHUNK_BYTES = 64 * 1024
 _USER_AGENT = "cpvton-runpod-worker/1.0"
+#: Longest URL written to the log (after redaction).
+MAX_LOGGED_URL = 300
 
 class FetchFailed(VTONError):
     """A ``*_url`` input could not be downloaded (HTTP error, timeout, unreachable host)."""
@@ -50,12 +53,17 @@ def _strip_b64(text: str) -> str:
     return _WHITESPACE.sub("", body).replace("-", "+").replace("_", "/")
 
 
+def _decoded_length(body: str) -> int:
+    """Bytes that the base64 ``body`` (prefix and whitespace stripped) decodes to, without
+    decoding; padding does not count, so padded and unpadded forms of the same bytes agree."""
+    return len(body.rstrip("=")) * 3 // 4
+
+
 def encoded_size(ref: ImageRef) -> int:
-    """Bytes the base64 text of ``ref`` decodes to (an upper bound, without decoding)."""
+    """Bytes the base64 text of ``ref`` decodes to, without decoding."""
     if ref.b64 is None:
         return 0
-    body = _strip_b64(ref.b64)
-    return len(body) * 3 // 4
+    return _decoded_length(_strip_b64(ref.b64))
 
 
 def decode_base64(ref: ImageRef, *, max_bytes: int) -> bytes:
@@ -68,7 +76,7 @@ def decode_base64(ref: ImageRef, *, max_bytes: int) -> bytes:
     if match and match.group(1) and not match.group(1).lower().startswith("image/"):
         raise InvalidImage("data URI media type is not image/*", field=ref.field)
     body = _strip_b64(ref.b64 or "")
-    size = len(body) * 3 // 4
+    size = _decoded_length(body)
     if size > max_bytes:
         raise ImageTooLarge(f"{size} bytes exceeds the limit of {max_bytes} bytes",
                             field=ref.field)
@@ -98,11 +106,7 @@ def image_size(data: bytes, *, field: str, max_pixels: int) -> tuple:
         raise ImageTooLarge("image dimensions are too large", field=field) from None
     except Exception:
         raise InvalidImage("not a decodable image", field=field) from None
-    if width < 1 or height < 1:
-        raise InvalidImage("image has no pixels", field=field)
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"{width}x{height} pixels exceeds the limit of "
-                            f"{max_pixels} pixels", field=field)
+    check_dimensions(width, height, field=field, max_pixels=max_pixels)
     return width, height
 
 
@@ -114,7 +118,7 @@ def redact_url(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<malformed url>"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    return client_text(f"{parts.scheme}://{host}{port}{parts.path}", MAX_LOGGED_URL)
 
 
 def _literal_address_refused(host: str) -> bool:

@@ -7,11 +7,12 @@ One :class:`JobState` per job holds a :class:`PersonState` per distinct person a
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from vton_core.errors import VTONError
+from vton_core.errors import JobCancelled, VTONError
 from worker.schema import Item, Options, PersonSpec, Request
 
 
@@ -75,16 +76,26 @@ class JobState:
     timings: dict = field(default_factory=dict)
     delivery: str = "inline"       # "inline" (base64) or "url" (S3)
     started: float = field(default_factory=time.perf_counter)
+    cancelled: threading.Event = field(default_factory=threading.Event)   # set: RunPod stopped it
 
     @classmethod
-    def start(cls, request: Request, job: dict) -> "JobState":
+    def start(cls, request: Request, job: dict,
+              cancelled: Optional[threading.Event] = None) -> "JobState":
         # In "pairs" mode person i belongs to pairs[i] and its fields are "pairs[i]."-prefixed.
         persons = []
         for index, spec in enumerate(request.persons):
             prefix = f"{request.items[index].field}." if request.mode == "pairs" else ""
             persons.append(PersonState(spec, prefix))
         items = [ItemState(i, item, persons[item.person]) for i, item in enumerate(request.items)]
-        return cls(job, str(job.get("id", "local")), request, persons, items)
+        state = cls(job, str(job.get("id", "local")), request, persons, items)
+        if cancelled is not None:
+            state.cancelled = cancelled
+        return state
+
+    def stop_if_cancelled(self, before: str) -> None:
+        """Raise :class:`JobCancelled` when the job was cancelled (``before``: the next step)."""
+        if self.cancelled.is_set():
+            raise JobCancelled(f"the job was cancelled; it stopped before {before}")
 
     def live(self) -> list[ItemState]:
         """The items that have not failed (yet)."""

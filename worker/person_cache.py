@@ -33,13 +33,26 @@ def person_key(image: bytes, *, parse: Optional[bytes] = None, pose: Optional[np
     return digest.hexdigest()
 
 
-class PersonCache:
-    """Thread-safe LRU mapping of :func:`person_key` to a prepared person; ``size`` 0 disables it."""
+def _nbytes(value: Any) -> int:
+    """Memory an entry holds, as the value reports it (``nbytes``); 0 when it does not say."""
+    return int(getattr(value, "nbytes", 0))
 
-    def __init__(self, size: int):
+
+class PersonCache:
+    """Thread-safe LRU mapping of :func:`person_key` to a prepared person.
+
+    Bounded twice: at most ``size`` entries and at most ``max_bytes`` bytes, counted with each
+    value's ``nbytes`` (a prepared person counts its arrays and its photo). The least recently
+    used entries are dropped to stay within both; a value larger than ``max_bytes`` on its own
+    is not stored. ``size`` 0 or ``max_bytes`` 0 disables the cache.
+    """
+
+    def __init__(self, size: int, *, max_bytes: int):
         self.size = max(0, int(size))
-        self._items: "OrderedDict[str, Any]" = OrderedDict()
+        self.max_bytes = max(0, int(max_bytes))
+        self._items: "OrderedDict[str, tuple[Any, int]]" = OrderedDict()
         self._lock = threading.Lock()
+        self.nbytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -52,19 +65,22 @@ class PersonCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 self.hits += 1
-                return self._items[key]
+                return self._items[key][0]
             self.misses += 1
             return None
 
     def put(self, key: str, value: Any) -> None:
-        """Store ``value``, evicting the least recently used entries beyond ``size``."""
-        if self.size == 0:
+        """Store ``value``, evicting the least recently used entries beyond either bound."""
+        cost = _nbytes(value)
+        if self.size == 0 or cost > self.max_bytes:
             return
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            if key in self._items:
+                self.nbytes -= self._items.pop(key)[1]
+            self._items[key] = (value, cost)
+            self.nbytes += cost
+            while len(self._items) > self.size or self.nbytes > self.max_bytes:
+                self.nbytes -= self._items.popitem(last=False)[1][1]
 
     def get_or_create(self, key: str, create: Callable[[], Any]) -> tuple:
         """``(value, hit)``: the cached value, or ``create()`` stored and returned.
@@ -81,3 +97,4 @@ class PersonCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self.nbytes = 0

@@ -5,7 +5,10 @@
 
 Each stage is a function ``stage(worker, state)`` that records failures on the persons and items
 it touches, so that one bad item never fails the others. :meth:`Worker.process` runs them in
-one loop: what happens *between* stages (progress updates) happens in that one place.
+one loop: what happens *between* stages (progress updates, and the check for a job that RunPod
+cancelled or timed out: :meth:`JobState.stop_if_cancelled`) happens in that one place. A stage
+that loops over persons checks before each one too, and a forward pass waiting in the
+micro-batcher is dropped, so a stopped job never holds the model lock for long.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import time
 from typing import Any, Callable, NamedTuple
 
 from vton_core.errors import VTONError
-from worker import inputs
+from worker import encoding, inputs
 from worker.batcher import MicroBatcher
 from worker.delivery import deliver
 from worker.encoding import encode_result
@@ -35,10 +38,14 @@ MICROBATCH_WAIT_MS = 10.0
 # The stages
 # ------------------------------------------------------------------------------------------------
 def load_inputs(worker: "Worker", state: JobState) -> None:
-    """Fetch or decode every input and check its size, before any model work."""
+    """Fetch or decode every input and check its size (and that the output format can hold the
+    result), before any model work."""
+    options = state.request.options
     for person in state.persons:
         try:
             person.loaded = worker.load_person(person.spec, state)
+            encoding.check_output_fits(options.output_format, options.output_size,
+                                       person.loaded.size, model_size=worker.model.model_size)
         except VTONError as err:
             person.error = err
     for it in state.items:
@@ -57,6 +64,7 @@ def analyse_persons(worker: "Worker", state: JobState) -> None:
         users = [it for it in state.live() if it.person is person]
         if person.error is not None or not users:
             continue
+        state.stop_if_cancelled("analysing a person")
         t0 = time.perf_counter()
         try:
             person.prepared, person.cache_hit = worker.analyse_person(person)
@@ -95,7 +103,7 @@ def run_networks(worker: "Worker", state: JobState) -> None:
     if ready:
         def run(items: list) -> list:
             return worker.run([it.person.prepared for it in items], [it.cloth for it in items],
-                              output_size)
+                              output_size, cancelled=state.cancelled)
         run_isolated(ready, run, job_id=state.job_id,
                      internal=lambda exc, items: worker.internal(state.job_id, exc, items))
     state.add_time("model", t0)
@@ -109,7 +117,7 @@ def encode_and_deliver(worker: "Worker", state: JobState) -> None:
     flat = [(f"{name}-{it.index}", data, fmt) for it in live for name, data, fmt in encoded[it.index]]
     state.delivery, values = deliver(
         flat, job_id=state.job_id, max_response_bytes=worker.settings.max_response_bytes,
-        bucket_endpoint_url=worker.settings.bucket_endpoint_url)
+        bucket=worker.settings.bucket)
     values_iter = iter(values)
     for it in live:
         it.delivered = [(name, fmt, next(values_iter)) for name, _data, fmt in encoded[it.index]]
@@ -142,16 +150,23 @@ class Worker:
     def __init__(self, settings: Settings, model: Any):
         self.settings = settings
         self.model = model
-        self.cache = PersonCache(settings.person_cache_size)
+        self.cache = PersonCache(settings.person_cache_size,
+                                 max_bytes=settings.person_cache_mb * 2 ** 20)
         self.model_lock = threading.Lock()
         self.batcher = (MicroBatcher(self._run_locked, max_wait_ms=MICROBATCH_WAIT_MS,
                                      max_items=settings.max_batch_items)
                         if settings.concurrency > 1 else None)
 
-    def process(self, request: Request, job: dict) -> dict:
-        """Run a validated request through the stages; returns the client's output dict."""
-        state = JobState.start(request, job)
+    def process(self, request: Request, job: dict,
+                cancelled: threading.Event | None = None) -> dict:
+        """Run a validated request through the stages; returns the client's output dict.
+
+        ``cancelled``: set when RunPod cancels the job or it times out; the job then stops at the
+        next stage with :class:`vton_core.errors.JobCancelled`.
+        """
+        state = JobState.start(request, job, cancelled)
         for stage in STAGES:
+            state.stop_if_cancelled(stage.run.__name__)
             stage.run(self, state)
             if stage.progress is not None:
                 self._progress(state, stage.progress)
@@ -225,10 +240,12 @@ class Worker:
         with self.model_lock:
             return self.model.run(persons, cloths, output_size=output_size)
 
-    def run(self, persons: list, cloths: list, output_size: str) -> list:
-        """``model.run`` under the lock, micro-batched with concurrent jobs when enabled."""
+    def run(self, persons: list, cloths: list, output_size: str,
+            cancelled: threading.Event | None = None) -> list:
+        """``model.run`` under the lock, micro-batched with concurrent jobs when enabled; a call of
+        a job cancelled while it waited is dropped (:class:`vton_core.errors.JobCancelled`)."""
         if self.batcher is not None:
-            return self.batcher.run(persons, cloths, output_size=output_size)
+            return self.batcher.run(persons, cloths, output_size=output_size, cancelled=cancelled)
         return self._run_locked(persons, cloths, output_size)
 
     # -- side channels --------------------------------------------------------------------------

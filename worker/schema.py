@@ -19,7 +19,7 @@ import numpy as np
 from cp_dataset import keypoints_from_openpose
 from cpvton_infer import OUTPUT_SIZES
 from networks import DEFAULT_CONFIG
-from vton_core.errors import BatchTooLarge, InvalidInput
+from vton_core.errors import BatchTooLarge, InvalidInput, echoed_name
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
 CLOTH_FIELDS = ("cloth_image", "cloth_image_url", "cloth_mask")
@@ -111,8 +111,7 @@ def _type_name(value: Any) -> str:
 def _check_keys(obj: dict, allowed: Sequence[str], prefix: str) -> None:
     for key in obj:
         if not isinstance(key, str) or key not in allowed:
-            shown = key if isinstance(key, str) else repr(key)
-            raise InvalidInput("unknown field", field=_where(prefix, shown[:64]))
+            raise InvalidInput("unknown field", field=_where(prefix, echoed_name(key)))
 
 
 def _b64_field(obj: dict, name: str, prefix: str) -> Optional[ImageRef]:

@@ -1,7 +1,8 @@
 """Every environment variable the worker reads, in one place.
 
 ``Settings.from_env()`` is the only code that reads ``os.environ`` for this project (the runpod
-SDK reads its own ``RUNPOD_*`` and ``BUCKET_*`` variables). Values are validated when read: a bad
+SDK reads its own ``RUNPOD_*`` variables; the bucket's keys are read here and handed to our own
+upload client, never to the SDK's). Values are validated when read: a bad
 value raises ``ValueError`` naming the variable, so a mis-configured worker fails at start-up
 instead of on its first job. ``.env.example`` documents the same names.
 
@@ -39,21 +40,31 @@ URL_TIMEOUT_S            ``15``              Total time for downloading one ``*_
 URL_MAX_BYTES            ``10000000``        Most bytes downloaded for one ``*_url`` input.
 MAX_RESPONSE_BYTES       ``10000000``        Largest inline (base64) response; above it images
                                              go to S3 when BUCKET_ENDPOINT_URL is set.
-BUCKET_ENDPOINT_URL      (unset)             S3 endpoint for large responses (the SDK reads
-                                             BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY).
-LOG_LEVEL                ``INFO``            DEBUG | INFO | WARNING | ERROR.
+BUCKET_ENDPOINT_URL      (unset)             http(s) S3 endpoint for large responses; needs
+                                             both keys below (refused at start-up without).
+BUCKET_ACCESS_KEY_ID     (unset)             The bucket's access key id (a secret: set it on
+                                             the endpoint, never in the image).
+BUCKET_SECRET_ACCESS_KEY (unset)             The bucket's secret key (same).
+UPLOAD_TIMEOUT_S         ``10``              Connect and read timeout of each S3 request.
+UPLOAD_ATTEMPTS          ``2``               Tries per uploaded file (a job's uploads stop at
+                                             the first file that fails: UPLOAD_FAILED).
+LOG_LEVEL                ``INFO``            DEBUG | INFO | WARNING | ERROR; the runpod SDK's
+                                             lines follow it too, and never carry job data.
 CONCURRENCY              ``1``               Jobs one worker takes at once (I/O overlaps; their
                                              forward passes are micro-batched into one).
 WARMUP                   ``1``               ``1``: one warm-up inference at start-up.
 PERSON_CACHE_SIZE        ``16``              Prepared persons kept in memory (LRU, by content
                                              hash); ``0`` disables the cache.
+PERSON_CACHE_MB          ``512``             Memory budget of that cache (MB, counted from the
+                                             entries' arrays and photos); a person larger than
+                                             the budget is not cached.
 =======================  ==================  ===================================================
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -68,8 +79,9 @@ ENV_VARS = (
     "ALLOW_RANDOM_WEIGHTS", "DEVICE",
     "REQUIRE_GPU", "PRECISION", "BACKEND", "OPENVINO_CACHE_DIR", "MAX_BATCH_ITEMS",
     "MAX_INPUT_BYTES", "MAX_IMAGE_PIXELS",
-    "URL_TIMEOUT_S", "URL_MAX_BYTES", "MAX_RESPONSE_BYTES", "BUCKET_ENDPOINT_URL", "LOG_LEVEL",
-    "CONCURRENCY", "WARMUP", "PERSON_CACHE_SIZE",
+    "URL_TIMEOUT_S", "URL_MAX_BYTES", "MAX_RESPONSE_BYTES", "BUCKET_ENDPOINT_URL",
+    "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "UPLOAD_TIMEOUT_S", "UPLOAD_ATTEMPTS",
+    "LOG_LEVEL", "CONCURRENCY", "WARMUP", "PERSON_CACHE_SIZE", "PERSON_CACHE_MB",
 )
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -154,6 +166,33 @@ class _EnvReader:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """Where large responses are uploaded (S3-compatible), and the bounds of each upload."""
+
+    endpoint_url: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    timeout_s: float                # connect and read timeout of each request (UPLOAD_TIMEOUT_S)
+    attempts: int                   # tries per file (UPLOAD_ATTEMPTS)
+
+
+def _check_bucket(endpoint: Optional[str], key_id: Optional[str], secret: Optional[str]) -> None:
+    """A bucket needs an http(s) endpoint and both keys: without them the runpod SDK's helper
+    would write results to the worker's disk and return a local path as a "URL"."""
+    if not endpoint:
+        return
+    missing = [name for name, value in (("BUCKET_ACCESS_KEY_ID", key_id),
+                                        ("BUCKET_SECRET_ACCESS_KEY", secret)) if not value]
+    if missing:
+        raise ValueError(f"BUCKET_ENDPOINT_URL is set but {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not: set both keys, or unset "
+                         "BUCKET_ENDPOINT_URL")
+    scheme = endpoint.split("://", 1)[0].lower() if "://" in endpoint else ""
+    if scheme not in ("http", "https"):
+        raise ValueError("BUCKET_ENDPOINT_URL must be an http(s) URL")
+
+
+@dataclass(frozen=True)
 class Settings:
     """The worker's configuration (immutable). Build it with :meth:`from_env`."""
 
@@ -175,10 +214,28 @@ class Settings:
     url_max_bytes: int = 10_000_000
     max_response_bytes: int = 10_000_000
     bucket_endpoint_url: Optional[str] = None
+    bucket_access_key_id: Optional[str] = field(default=None, repr=False)
+    bucket_secret_access_key: Optional[str] = field(default=None, repr=False)
+    upload_timeout_s: float = 10.0
+    upload_attempts: int = 2
     log_level: str = "INFO"
     concurrency: int = 1
     warmup: bool = True
     person_cache_size: int = 16
+    person_cache_mb: int = 512
+
+    def __post_init__(self):
+        _check_bucket(self.bucket_endpoint_url, self.bucket_access_key_id,
+                      self.bucket_secret_access_key)
+
+    @property
+    def bucket(self) -> Optional[Bucket]:
+        """The upload bucket, or None when BUCKET_ENDPOINT_URL is unset."""
+        if not self.bucket_endpoint_url:
+            return None
+        return Bucket(self.bucket_endpoint_url, self.bucket_access_key_id or "",
+                      self.bucket_secret_access_key or "", timeout_s=self.upload_timeout_s,
+                      attempts=self.upload_attempts)
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -207,8 +264,13 @@ class Settings:
             url_max_bytes=read.integer("URL_MAX_BYTES", defaults.url_max_bytes, 1),
             max_response_bytes=read.integer("MAX_RESPONSE_BYTES", defaults.max_response_bytes, 1),
             bucket_endpoint_url=read.text("BUCKET_ENDPOINT_URL"),
+            bucket_access_key_id=read.text("BUCKET_ACCESS_KEY_ID"),
+            bucket_secret_access_key=read.text("BUCKET_SECRET_ACCESS_KEY"),
+            upload_timeout_s=read.number("UPLOAD_TIMEOUT_S", defaults.upload_timeout_s, 0.1),
+            upload_attempts=read.integer("UPLOAD_ATTEMPTS", defaults.upload_attempts, 1),
             log_level=read.choice("LOG_LEVEL", "INFO", _LOG_LEVELS, upper=True),
             concurrency=read.integer("CONCURRENCY", defaults.concurrency, 1),
             warmup=read.flag("WARMUP", True),
             person_cache_size=read.integer("PERSON_CACHE_SIZE", defaults.person_cache_size, 0),
+            person_cache_mb=read.integer("PERSON_CACHE_MB", defaults.person_cache_mb, 0),
         )

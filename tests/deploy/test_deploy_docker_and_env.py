@@ -26,10 +26,7 @@ SCRIPTS = [ROOT / "build_and_push.sh", ROOT / "download_checkpoints.sh", ROOT / 
            ROOT / ".ci" / "run"]
 
 # Variables in .env.example that no project code reads because the runpod SDK reads them itself.
-SDK_ENV_VARS = {
-    "BUCKET_ACCESS_KEY_ID",      # runpod.serverless.utils.rp_upload (S3 credentials)
-    "BUCKET_SECRET_ACCESS_KEY",  # same
-}
+SDK_ENV_VARS: set[str] = set()   # none today: worker/settings.py reads the bucket's keys too
 # Prefixes of variables the platform sets and the SDK reads (never documented in .env.example).
 PLATFORM_PREFIXES = ("RUNPOD_",)
 
