@@ -129,7 +129,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # its logger into ours (LOG_LEVEL then decides, and job payloads are never logged: worker/logs.py).
 
 # Fail the build, not the first cold start, if a system library is missing.
-RUN python -c "import cv2, mediapipe, numpy, PIL, runpod, torch, torchvision"
+RUN python -c "import cv2, mediapipe, numpy, openvino, PIL, runpod, torch, torchvision"
 
 WORKDIR /app
 COPY --from=checkpoints /checkpoints /app/checkpoints
@@ -140,7 +140,14 @@ COPY handler.py cpvton_infer.py networks.py cp_dataset.py grid.png ./
 COPY vton_core/ ./vton_core/
 COPY vton_preprocess/ ./vton_preprocess/
 COPY worker/ ./worker/
-RUN python -m compileall -q /app
+COPY openvino_backend/ ./openvino_backend/
+# Baked weights: export the OpenVINO graph now, next to them (/app/checkpoints/openvino), so that
+# a cold start only reads and compiles it. Not baked: the worker exports it on first start into
+# OPENVINO_CACHE_DIR (default <CHECKPOINT_DIR>/openvino).
+RUN if [ -f /app/checkpoints/GMM/gmm_final.pth ]; then \
+        python -m openvino_backend /app/checkpoints; \
+    fi \
+    && python -m compileall -q /app
 
 USER 10001:10001
 CMD ["python", "-u", "handler.py"]

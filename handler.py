@@ -47,7 +47,8 @@ def load_model(settings: Settings):
                            gmm_checkpoint=settings.gmm_checkpoint,
                            tom_checkpoint=settings.tom_checkpoint,
                            gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
-                           allow_random_weights=settings.allow_random_weights)
+                           allow_random_weights=settings.allow_random_weights,
+                           backend=settings.backend, openvino_cache_dir=settings.openvino_cache_dir)
     return CPVTONPlusModel(networks=networks, precision=settings.precision,
                            max_pixels=settings.max_image_pixels)
 
@@ -57,6 +58,23 @@ def check_gpu(settings: Settings) -> None:
     import torch
     if (settings.require_gpu or settings.device == "cuda") and not torch.cuda.is_available():
         raise RuntimeError("REQUIRE_GPU=1 or DEVICE=cuda, but no CUDA GPU is visible")
+
+
+def check_backend(settings: Settings) -> None:
+    """Fitness check: BACKEND=openvino needs OpenVINO's CPU runtime (an error saying why not);
+    with BACKEND=auto on a CPU worker, its absence is reported here (PyTorch runs the networks)."""
+    if settings.backend == "torch":
+        return
+    import openvino_backend
+    try:
+        openvino_backend.core()
+    except openvino_backend.BackendUnavailable as exc:
+        if settings.backend == "openvino":
+            raise RuntimeError(f"BACKEND=openvino, but {exc}") from None
+        import torch
+        if settings.device != "cuda" and not torch.cuda.is_available():
+            log.warning("BACKEND=auto on a CPU worker: %s; the networks run on PyTorch (slower)",
+                        exc)
 
 
 def check_checkpoints(settings: Settings) -> None:
@@ -73,14 +91,16 @@ def check_checkpoints(settings: Settings) -> None:
 def start_worker(settings: Settings) -> Worker:
     """Fitness checks, model loading and warm-up; the result serves every job of the process."""
     check_gpu(settings)
+    check_backend(settings)
     check_checkpoints(settings)
     t0 = time.perf_counter()
     model = load_model(settings)
     worker = Worker(settings, model)
     info = model.weights.short()
-    log.info("model loaded in %.0f ms on %s (%s); weights gmm=%s tom=%s random=%s",
-             (time.perf_counter() - t0) * 1000.0, model.device, model.precision,
-             info["gmm_sha256"], info["tom_sha256"], info["random"])
+    log.info("model loaded in %.0f ms on %s, backend %s (%s), %s; weights gmm=%s tom=%s "
+             "random=%s", (time.perf_counter() - t0) * 1000.0, model.device, model.backend,
+             model.backend_reason, model.precision, info["gmm_sha256"], info["tom_sha256"],
+             info["random"])
     if info["random"]:
         log.warning("RANDOM WEIGHTS (ALLOW_RANDOM_WEIGHTS=1): results are not real try-ons")
     if settings.warmup:
@@ -159,6 +179,10 @@ def register_fitness_checks(settings: Settings) -> None:
     @runpod.serverless.register_fitness_check
     def gpu_visible():
         check_gpu(settings)
+
+    @runpod.serverless.register_fitness_check
+    def backend_available():
+        check_backend(settings)
 
     @runpod.serverless.register_fitness_check
     def checkpoints_present():
