@@ -15,6 +15,7 @@ from vton_preprocess.parser import (
     ParserConfig,
     PersonParser,
     card_path,
+    fold_batchnorm,
     load_parser,
     parse_image,
     save_parser,
@@ -77,3 +78,19 @@ def test_parser_labels_the_shared_samples():
     groups = parse_ious(conf)["groups"]
     for k, floor in IOU_FLOORS.items():
         assert groups[k] >= floor, (k, groups[k])
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = PersonParser(ParserConfig())
+    for m in model.modules():                     # non-trivial statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(2, 3, 256, 192) * 2 - 1
+    with torch.inference_mode():
+        expected = model(x)
+        got = fold_batchnorm(model)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
