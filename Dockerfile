@@ -141,7 +141,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # its logger into ours (LOG_LEVEL then decides, and job payloads are never logged: worker/logs.py).
 
 # Fail the build, not the first cold start, if a system library is missing.
-RUN python -c "import cv2, mediapipe, numpy, PIL, runpod, torch, torchvision"
+RUN python -c "import cv2, mediapipe, numpy, openvino, PIL, runpod, torch, torchvision"
 
 WORKDIR /app
 COPY --from=checkpoints /checkpoints /app/checkpoints
@@ -152,15 +152,22 @@ COPY handler.py cpvton_infer.py networks.py cp_dataset.py grid.png ./
 COPY vton_core/ ./vton_core/
 COPY vton_preprocess/ ./vton_preprocess/
 COPY worker/ ./worker/
+COPY openvino_backend/ ./openvino_backend/
 # The request `python handler.py` runs when started without a job (the SDK's local test mode).
 COPY test_input.json ./
-# Baked weights must load strictly as the CP-VTON+ networks (the checker is not shipped).
+# Baked weights must load strictly as the CP-VTON+ networks (the checker is not shipped); then the
+# OpenVINO graph is exported next to them (/app/checkpoints/openvino), so that a cold start only
+# reads and compiles it. Not baked: the worker exports it on first start into OPENVINO_CACHE_DIR
+# (default <CHECKPOINT_DIR>/openvino).
 RUN --mount=type=bind,source=tools/check_checkpoints.py,target=/tmp/check_checkpoints.py \
     for pair in GMM:gmm TOM:tom; do \
       f="/app/checkpoints/${pair%%:*}/${pair#*:}_final.pth"; \
       if [ -f "$f" ]; then PYTHONPATH=/app python /tmp/check_checkpoints.py "--${pair#*:}" "$f" || exit 1; fi; \
     done
-RUN python -m compileall -q /app
+RUN if [ -f /app/checkpoints/GMM/gmm_final.pth ]; then \
+        python -m openvino_backend /app/checkpoints; \
+    fi \
+    && python -m compileall -q /app
 
 USER 10001:10001
 CMD ["python", "-u", "handler.py"]

@@ -35,12 +35,14 @@ from cp_dataset import (
     person_representations,
 )
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
-from vton_core.errors import InvalidInput, NoCloth, NoPerson, VTONError
+from vton_core.errors import CheckpointError, InvalidInput, NoCloth, NoPerson, VTONError
 from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
 from vton_core.weights import (
     GMM_FILE,
     TOM_FILE,
     WeightsInfo,
+    checked_file_sha256,
+    file_is_random_recipe,
     is_random_recipe,
     load_checkpoint,
     random_weights,
@@ -55,6 +57,12 @@ PAIR_KEYS = ("person", "cloth", "parse", "pose", "person_mask", "cloth_mask")
 PairInput = Union[Sequence[Any], Mapping[str, Any]]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Where the networks run: PyTorch eager, or one OpenVINO graph (CPU only; see openvino_backend).
+BACKENDS = ("torch", "openvino")
+#: The export-cache name of the whole-pipeline OpenVINO graph.
+PIPELINE_GRAPH = "cpvton_pipeline"
+#: Folder of the export cache inside the checkpoint folder, unless another one is given.
+OPENVINO_CACHE_SUBDIR = "openvino"
 OUTPUT_SIZES = ("original", "model")
 #: Parse labels that the try-on replaces when the result is pasted back into a photo:
 #: the upper-body garment and the arms (the new garment may have other sleeves).
@@ -179,10 +187,35 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _resolve_backend(backend: str, device: torch.device) -> tuple[str, str]:
+    """(backend, why): "auto" is OpenVINO on CPU (when it is installed, else PyTorch, logged),
+    PyTorch on CUDA. An explicit "openvino" that cannot run raises at once."""
+    if backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, not {backend!r}")
+    if backend == "openvino" and device.type != "cpu":
+        raise ValueError(f"the OpenVINO backend runs on the CPU, not on {device}; "
+                         "use BACKEND=torch or auto with a GPU")
+    if backend != "auto":
+        if backend == "openvino":
+            import openvino_backend
+            openvino_backend.core()           # raises BackendUnavailable with the reason
+        return backend, "requested"
+    if device.type != "cpu":
+        return "torch", f"auto: PyTorch on {device.type}"
+    import openvino_backend
+    try:
+        openvino_backend.core()
+    except openvino_backend.BackendUnavailable as exc:
+        log.warning("BACKEND=auto: OpenVINO is unavailable (%s); the networks run on PyTorch, "
+                    "which is slower on CPU", exc)
+        return "torch", f"auto: OpenVINO unavailable ({exc})"
+    return "openvino", "auto: OpenVINO on CPU"
+
+
 def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         if device.type != "cuda":
-            return "fp32"
+            return "bf16" if cpu_has_native_bf16() else "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, not {precision!r}")
@@ -238,13 +271,91 @@ class CPVTONNetworks:
     device: torch.device
     channels_last: bool
     cfg: CPVTONConfig = DEFAULT_CONFIG
+    backend_reason: str = "requested"   # why PyTorch runs them (BACKEND=auto explains itself)
+
+
+@dataclass
+class OpenVINONetworks:
+    """GMM → warp → TOM as one OpenVINO graph for the CPU (``model_path``: its IR in the export
+    cache), made from the weights that ``weights`` names. The predictor compiles it."""
+
+    model_path: Path
+    weights: WeightsInfo
+    cfg: CPVTONConfig = DEFAULT_CONFIG
+    backend_reason: str = "requested"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class WeightSources:
+    """Where the networks' weights come from: the two checkpoint files, their expected sha256
+    (or None), and ``random``: the deterministic random weights instead (allowed, and a file is
+    missing)."""
+
+    gmm_path: Path
+    tom_path: Path
+    gmm_sha256: str | None
+    tom_sha256: str | None
+    random: bool
+
+
+def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple[torch.nn.Module, torch.nn.Module, WeightsInfo]:
+    """(gmm, tom, WeightsInfo) on the CPU, frozen: the files loaded strictly, or the random weights."""
+    # Built on the meta device (no random initialisation: it is replaced by the weights anyway,
+    # and would cost cold-start time); the geometry buffers are computed for real.
+    with torch.device("meta"):
+        gmm, tom = build_gmm(cfg), build_tom(cfg)
+    if src.random:
+        gmm_state, tom_state = random_weights(cfg)
+        gmm.load_state_dict(gmm_state, strict=True, assign=True)
+        tom.load_state_dict(tom_state, strict=True, assign=True)
+        weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state), random=True)
+        log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
+                    "(allow_random_weights=True)", src.gmm_path, src.tom_path)
+    else:
+        gmm_digest, tom_digest = load_checkpoint(gmm, src.gmm_path, src.gmm_sha256), load_checkpoint(tom, src.tom_path, src.tom_sha256)
+        # Files written by tools/make_random_checkpoints.py are flagged like in-memory ones.
+        random = is_random_recipe(gmm.state_dict()) or is_random_recipe(tom.state_dict())
+        weights = WeightsInfo(gmm_digest, tom_digest, random=random, gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
+    return gmm.requires_grad_(False), tom.requires_grad_(False), weights
+
+
+def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reason: str) -> OpenVINONetworks:
+    """The pipeline graph from the export cache, exported on a miss. The key is the checkpoint
+    files' sha256, so a cache hit needs no torch weights at all."""
+    import openvino_backend
+    random_nets = None           # random weights are made in memory: their hash needs them
+    if src.random:
+        gmm, tom, weights = _load_networks(src, cfg)
+        random_nets = (gmm, tom)
+    else:
+        weights = WeightsInfo(checked_file_sha256(src.gmm_path, src.gmm_sha256),
+                              checked_file_sha256(src.tom_path, src.tom_sha256),
+                              random=file_is_random_recipe(src.gmm_path) or file_is_random_recipe(src.tom_path),
+                              gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
+
+    def export(xml_path: Path) -> None:
+        from openvino_backend.pipeline_graph import export_pipeline
+        if random_nets is not None:
+            export_pipeline(*random_nets, xml_path)
+            return
+        gmm, tom, loaded = _load_networks(src, cfg)
+        if (loaded.gmm_sha256, loaded.tom_sha256) != (weights.gmm_sha256, weights.tom_sha256):
+            raise CheckpointError(f"{src.gmm_path} or {src.tom_path} changed while being loaded")
+        export_pipeline(gmm, tom, xml_path)
+
+    identity = {"gmm_sha256": weights.gmm_sha256, "tom_sha256": weights.tom_sha256, "config": repr(cfg)}
+    path = openvino_backend.cached_model(cache_dir, PIPELINE_GRAPH, identity, export)
+    return OpenVINONetworks(path, weights, cfg, reason)
 
 
 def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto", *,
                 gmm_checkpoint: str | os.PathLike | None = None, tom_checkpoint: str | os.PathLike | None = None,
                 gmm_sha256: str | None = None, tom_sha256: str | None = None,
                 allow_random_weights: bool = False, channels_last: bool | str = "auto",
-                cfg: CPVTONConfig = DEFAULT_CONFIG) -> CPVTONNetworks:
+                cfg: CPVTONConfig = DEFAULT_CONFIG, backend: str = "auto",
+                openvino_cache_dir: str | os.PathLike | None = None) -> CPVTONNetworks | OpenVINONetworks:
     """Build GMM and TOM and load the CP-VTON+ checkpoints into them (strictly).
 
     Args:
@@ -256,34 +367,30 @@ def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str |
             deterministic random weights instead of failing; results then say ``random_weights``.
         channels_last: NHWC memory format for the convolutions; "auto" = on CUDA only (the CPU
             measurement is in README_RUNPOD.md § Performance).
+        backend: "auto" (OpenVINO on CPU, PyTorch on CUDA), "torch" or "openvino": with OpenVINO
+            the result is :class:`OpenVINONetworks`, the whole of ``forward_tensors`` as one graph
+            exported once per checkpoint pair into ``openvino_cache_dir`` (default
+            ``checkpoint_dir/openvino``).
 
-    Raises :class:`vton_core.errors.CheckpointError` (naming the path) for a missing or malformed file.
+    Raises :class:`vton_core.errors.CheckpointError` (naming the path) for a missing or malformed
+    file, :class:`openvino_backend.BackendUnavailable` for ``backend="openvino"`` without OpenVINO.
     """
     dev = _resolve_device(device)
-    # Built on the meta device (no random initialisation: it is replaced by the weights anyway,
-    # and would cost cold-start time); the geometry buffers are computed for real.
-    with torch.device("meta"):
-        gmm, tom = build_gmm(cfg), build_tom(cfg)
+    chosen, reason = _resolve_backend(backend, dev)
     ckpt = Path(checkpoint_dir)
     gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
     tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
-    if allow_random_weights and not (gmm_path.is_file() and tom_path.is_file()):
-        gmm_state, tom_state = random_weights(cfg)
-        gmm.load_state_dict(gmm_state, strict=True, assign=True)
-        tom.load_state_dict(tom_state, strict=True, assign=True)
-        weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state), random=True)
-        log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
-                    "(allow_random_weights=True)", gmm_path, tom_path)
-    else:
-        gmm_digest, tom_digest = load_checkpoint(gmm, gmm_path, gmm_sha256), load_checkpoint(tom, tom_path, tom_sha256)
-        # Files written by tools/make_random_checkpoints.py are flagged like in-memory ones.
-        random = is_random_recipe(gmm.state_dict()) or is_random_recipe(tom.state_dict())
-        weights = WeightsInfo(gmm_digest, tom_digest, random=random, gmm_path=str(gmm_path), tom_path=str(tom_path))
+    src = WeightSources(gmm_path, tom_path, gmm_sha256, tom_sha256, random=(
+        allow_random_weights and not (gmm_path.is_file() and tom_path.is_file())))
+    if chosen == "openvino":
+        cache_dir = Path(openvino_cache_dir) if openvino_cache_dir else ckpt / OPENVINO_CACHE_SUBDIR
+        return _build_openvino(src, cache_dir, cfg, reason)
+    gmm, tom, weights = _load_networks(src, cfg)
     nhwc = (dev.type == "cuda") if channels_last == "auto" else bool(channels_last)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     for net in (gmm, tom):
-        net.to(dev, memory_format=fmt).requires_grad_(False)
-    return CPVTONNetworks(gmm, tom, weights, dev, nhwc, cfg)
+        net.to(dev, memory_format=fmt)
+    return CPVTONNetworks(gmm, tom, weights, dev, nhwc, cfg, reason)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,23 +404,35 @@ class CPVTONPlusModel:
     documented there.
 
     Args:
-        precision: "auto" (fp32 on CPU; bf16, or fp16 where bf16 is unsupported, on CUDA),
-            "fp32", "bf16" or "fp16" (reduced precisions run under autocast).
+        precision: "auto" (on CPU: bf16 where the CPU has native bf16, else fp32; on CUDA: bf16,
+            or fp16 where bf16 is unsupported), "fp32", "bf16" or "fp16" (reduced precisions run
+            under autocast on PyTorch; on OpenVINO the graph is compiled for it).
         max_pixels: decoded-pixel limit per input image.
+
+    ``backend`` is "torch" or "openvino" (then ``gmm`` and ``tom`` are None: the networks are
+    one compiled graph), ``backend_reason`` why.
     """
 
     def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
-                 precision: str = "auto", *, networks: CPVTONNetworks | None = None,
+                 precision: str = "auto", *, networks: CPVTONNetworks | OpenVINONetworks | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, **build_options):
         if networks is None:
             networks = build_model(checkpoint_dir, device, **build_options)
         elif build_options:
             raise TypeError(f"build options {sorted(build_options)} given with built networks")
         self.networks = networks
-        self.gmm, self.tom, self.weights = networks.gmm, networks.tom, networks.weights
+        self.weights, self.backend_reason = networks.weights, networks.backend_reason
         self.cfg, self.device, self.channels_last = networks.cfg, networks.device, networks.channels_last
         self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.precision = _resolve_precision(precision, self.device)
+        self._graph = None
+        if isinstance(networks, OpenVINONetworks):
+            import openvino_backend
+            self.backend, self.gmm, self.tom = "openvino", None, None
+            self.precision = openvino_backend.resolve_precision(precision)
+            self._graph = openvino_backend.CompiledGraph(networks.model_path, self.precision)
+        else:
+            self.backend, self.gmm, self.tom = "torch", networks.gmm, networks.tom
+            self.precision = _resolve_precision(precision, self.device)
         self.max_pixels = max_pixels
         self.grid_image = cp_dataset.grid_image_tensor(self.cfg)        # 3×H×W in [-1, 1]
 
@@ -436,6 +555,8 @@ class CPVTONPlusModel:
         B×3×H×W, warped_mask B×1×H×W (before binarising), rendered B×3×H×W, composite_mask
         B×1×H×W, tryon B×3×H×W, and ``timings_ms`` is not included (see :meth:`run`).
         """
+        if self._graph is not None:
+            return self._forward_openvino(agnostic_gmm, agnostic_tom, cloth, cloth_mask)
         dev, fmt = self.device, self._memory_format
         agnostic_gmm, agnostic_tom, cloth, cloth_mask = (
             t.to(dev, non_blocking=True).contiguous(memory_format=fmt)
@@ -449,6 +570,13 @@ class CPVTONPlusModel:
         return {"theta": theta.float(), "grid": grid.float(), "warped_cloth": warped.float(),
                 "warped_mask": warped_mask.float(), "rendered": rendered,
                 "composite_mask": composite, "tryon": tryon}
+
+    def _forward_openvino(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`forward_tensors` on the OpenVINO graph (same inputs, outputs and meaning)."""
+        import openvino_backend
+        arrays = {name: t.detach().to("cpu", torch.float32).numpy()
+                  for name, t in zip(openvino_backend.PIPELINE_INPUTS, inputs)}
+        return {name: torch.from_numpy(a) for name, a in self._graph(arrays).items()}
 
     def run(self, persons: PreparedPerson | Iterable[PreparedPerson],
             cloths: PreparedCloth | Iterable[PreparedCloth], *,

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from vton_core.errors import CheckpointError, InvalidInput, VTONError, client_text
 from worker import logs
+from worker.fitness import check_backend, check_checkpoints, check_gpu
 from worker.pipeline import Worker, is_local
 from worker.recovery import is_cuda_fault
 from worker.schema import parse_request
@@ -47,40 +48,25 @@ def load_model(settings: Settings):
                            gmm_checkpoint=settings.gmm_checkpoint,
                            tom_checkpoint=settings.tom_checkpoint,
                            gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
-                           allow_random_weights=settings.allow_random_weights)
+                           allow_random_weights=settings.allow_random_weights,
+                           backend=settings.backend, openvino_cache_dir=settings.openvino_cache_dir)
     return CPVTONPlusModel(networks=networks, precision=settings.precision,
                            max_pixels=settings.max_image_pixels)
-
-
-def check_gpu(settings: Settings) -> None:
-    """Fitness check: with REQUIRE_GPU=1 (or DEVICE=cuda) a CUDA GPU must be visible."""
-    import torch
-    if (settings.require_gpu or settings.device == "cuda") and not torch.cuda.is_available():
-        raise RuntimeError("REQUIRE_GPU=1 or DEVICE=cuda, but no CUDA GPU is visible")
-
-
-def check_checkpoints(settings: Settings) -> None:
-    """Fitness check: both checkpoint files exist (unless random weights are allowed)."""
-    from vton_core.weights import GMM_FILE, HOW_TO_GET, TOM_FILE
-    if settings.allow_random_weights:
-        return
-    for path in (settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE,
-                 settings.tom_checkpoint or settings.checkpoint_dir / TOM_FILE):
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}. {HOW_TO_GET}")
 
 
 def start_worker(settings: Settings) -> Worker:
     """Fitness checks, model loading and warm-up; the result serves every job of the process."""
     check_gpu(settings)
+    check_backend(settings)
     check_checkpoints(settings)
     t0 = time.perf_counter()
     model = load_model(settings)
     worker = Worker(settings, model)
     info = model.weights.short()
-    log.info("model loaded in %.0f ms on %s (%s); weights gmm=%s tom=%s random=%s",
-             (time.perf_counter() - t0) * 1000.0, model.device, model.precision,
-             info["gmm_sha256"], info["tom_sha256"], info["random"])
+    log.info("model loaded in %.0f ms on %s, backend %s (%s), %s; weights gmm=%s tom=%s "
+             "random=%s", (time.perf_counter() - t0) * 1000.0, model.device, model.backend,
+             model.backend_reason, model.precision, info["gmm_sha256"], info["tom_sha256"],
+             info["random"])
     if info["random"]:
         log.warning("RANDOM WEIGHTS (ALLOW_RANDOM_WEIGHTS=1): results are not real try-ons")
     if settings.warmup:
@@ -159,6 +145,10 @@ def register_fitness_checks(settings: Settings) -> None:
     @runpod.serverless.register_fitness_check
     def gpu_visible():
         check_gpu(settings)
+
+    @runpod.serverless.register_fitness_check
+    def backend_available():
+        check_backend(settings)
 
     @runpod.serverless.register_fitness_check
     def checkpoints_present():

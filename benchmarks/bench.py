@@ -10,10 +10,16 @@ else from the bundled sample images. Sections:
   networks   fp32 batch 1 time, achieved GFLOP/s vs the fp32 matmul peak measured now;
              bf16 speed-up and PSNR (only where the CPU has native bf16; otherwise reported)
   stages     GMM, warp and TOM medians at batch 1 and 8, fp32 and bf16
+  backends   backend × precision rows (PyTorch eager / OpenVINO, fp32 / bf16) interleaved with the
+             fp32 and bf16 matmul peaks: networks ms, GFLOP/s, fraction of each peak, speed-up and
+             PSNR vs eager fp32; per backend, the model's cold start (process start → first
+             forward pass, warm export cache) and its RSS
   repr       person representation per pair
   preprocess person analysis (192×256, 768×1024) and cloth segmentation
   e2e        handler() end to end, two 768×1024 JPEGs in, PNG out: new person / cached person
-  cold       process start to first request served (warm-up and imports included)
+             (default backend), and new person p50 per backend (torch / openvino, interleaved)
+  cold       process start to first request served (warm-up and imports included), per backend,
+             with the worker's RSS after that request
   memory     worker RSS after warm-up and after N requests
   cache      RSS growth after 8 distinct 12 MP persons (the person cache's byte budget at work)
   gpu        (CUDA only) batched throughput and single-pair latency, fp16/bf16, channels_last
@@ -74,9 +80,17 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"),
+            "load_average_at_start": os.getloadavg()}   # a busy machine distorts ratios
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import openvino_backend
+        from openvino_backend.export_cache import openvino_version
+        info["openvino"] = openvino_version()
+        info["openvino_cpu_capabilities"] = list(openvino_backend.cpu_capabilities())
+    except (ImportError, RuntimeError) as exc:
+        info["openvino"] = f"unavailable ({exc})"
     return info
 
 
@@ -196,6 +210,119 @@ def section_stages(results: dict, repeats: int, batches=(1, 8), precisions=("fp3
     results["stages"] = rows
 
 
+BACKEND_ROWS = (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"))
+WORKER_BACKENDS = ("torch", "openvino")
+
+
+def native_bf16() -> dict:
+    """Whether each backend has native bf16 kernels on this CPU."""
+    import openvino_backend
+    from cpvton_infer import cpu_has_native_bf16
+    return {"torch": cpu_has_native_bf16(),
+            "openvino": "BF16" in openvino_backend.cpu_capabilities()}
+
+
+def pipeline_inputs(batch: int, seed: int = 0) -> list[torch.Tensor]:
+    """agnostic_gmm, agnostic_tom, cloth, cloth_mask: the golden file's inputs when ../shared is
+    there (real VITON persons and garments, repeated to ``batch``), else random ones."""
+    golden = ROOT.parent / "shared" / "golden" / "cpvton_plus_golden.npz"
+    if golden.is_file():
+        with np.load(golden) as g:
+            xs = [torch.from_numpy(g[k]) for k in ("agnostic_gmm", "agnostic_tom", "cloth", "cloth_mask")]
+        idx = torch.arange(batch) % xs[0].shape[0]
+        return [x[idx].contiguous() for x in xs]
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch, 22, H, W, generator=gen) * 2 - 1,
+            torch.rand(batch, 22, H, W, generator=gen) * 2 - 1,
+            torch.rand(batch, 3, H, W, generator=gen) * 2 - 1,
+            (torch.rand(batch, 1, H, W, generator=gen) > 0.5).float()]
+
+
+def section_backends(results: dict, ckpt: Path, repeats: int, batches=(1, 4)) -> None:
+    """Backend × precision rows, every candidate and both matmul peaks interleaved per repeat."""
+    from cpvton_infer import CPVTONPlusModel
+    native = native_bf16()
+    models, notes = {}, []
+    for backend, precision in BACKEND_ROWS:
+        if precision == "bf16" and not native[backend]:
+            notes.append(f"{backend} bf16: this CPU has no native bf16, not measured")
+            continue
+        models[(backend, precision)] = CPVTONPlusModel(ckpt, device="cpu", precision=precision,
+                                                       backend=backend)
+    flops = sum(count_flops(*load_nets()).values())
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    peak_args = {"fp32": (a, b)}
+    if native["torch"]:
+        peak_args["bf16"] = (a.bfloat16(), b.bfloat16())
+    rows = []
+    for batch in batches:
+        inputs = pipeline_inputs(batch)
+        outs = {key: m.forward_tensors(*inputs) for key, m in models.items()}   # also warm-up
+        times = {key: [] for key in models}
+        peaks = {p: [] for p in peak_args}
+        with torch.inference_mode():
+            for _ in range(repeats):
+                for p, (x, y) in peak_args.items():
+                    peaks[p].append(2 * n ** 3 / median_ms(lambda: x @ y, 3, warmup=1) / 1e6)
+                for key, m in models.items():
+                    times[key].append(median_ms(lambda: m.forward_tensors(*inputs), 1, warmup=0))
+        base_ms = statistics.median(times[("torch", "fp32")])
+        ref = outs[("torch", "fp32")]
+        peak = {p: statistics.median(v) for p, v in peaks.items()}
+        for (backend, precision), ts in times.items():
+            ms = statistics.median(ts)
+            out = outs[(backend, precision)]
+            row = {"backend": backend, "precision": precision, "batch": batch,
+                   "networks_ms": ms, "gflops": flops * batch / ms / 1e6,
+                   "speedup_vs_eager_fp32": base_ms / ms,
+                   "psnr_vs_eager_fp32_db": psnr(out["tryon"].reshape(1, -1), ref["tryon"].reshape(1, -1),
+                                                 data_range=2.0).item(),
+                   "grid_max_error": float((out["grid"] - ref["grid"]).abs().max())}
+            for p, v in peak.items():
+                row[f"fraction_of_{p}_peak"] = row["gflops"] / v
+            rows.append(row)
+            print(f"  {backend:>8} {precision} b{batch}: {ms:.1f} ms, {row['gflops']:.0f} GFLOP/s, "
+                  f"{row['speedup_vs_eager_fp32']:.2f}x eager fp32, "
+                  f"{row['psnr_vs_eager_fp32_db']:.1f} dB", file=sys.stderr, flush=True)
+        results[f"matmul_peaks_gflops_b{batch}_run"] = peak
+    results["backend_rows"] = rows
+    results["backend_notes"] = notes
+    for row in rows:
+        if row["backend"] == "openvino" and row["batch"] == 1:
+            results[f"openvino_{row['precision']}_speedup"] = row["speedup_vs_eager_fp32"]
+            results[f"openvino_{row['precision']}_psnr_db"] = row["psnr_vs_eager_fp32_db"]
+    section_model_cold(results, ckpt, min(repeats, 5))
+
+
+MODEL_COLD_START = r"""
+import json, sys, time
+from cpvton_infer import CPVTONPlusModel
+import psutil, torch
+m = CPVTONPlusModel(sys.argv[1], device="cpu", backend=sys.argv[2])
+m.forward_tensors(*(torch.zeros(1, c, m.cfg.height, m.cfg.width) for c in (22, 22, 3, 1)))
+print(json.dumps({"precision": m.precision, "rss_mb": psutil.Process().memory_info().rss / 2 ** 20}))
+"""
+
+
+def section_model_cold(results: dict, ckpt: Path, repeats: int) -> None:
+    """Per backend (PRECISION=auto): process start → model loaded and its first forward pass
+    (imports included, export cache warm), and the process's RSS then. Interleaved."""
+    times = {b: [] for b in WORKER_BACKENDS}
+    info = {}
+    for _ in range(repeats):
+        for backend in WORKER_BACKENDS:
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", MODEL_COLD_START, str(ckpt), backend],
+                                 cwd=ROOT, capture_output=True, text=True, check=True)
+            times[backend].append(time.perf_counter() - t0)
+            info[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+    for backend in WORKER_BACKENDS:
+        results[f"model_cold_start_{backend}_s"] = statistics.median(times[backend])
+        results[f"model_rss_{backend}_mb"] = info[backend]["rss_mb"]
+        results[f"model_precision_{backend}"] = info[backend]["precision"]
+
+
 def section_repr(results: dict) -> None:
     rng = np.random.default_rng(0)
     image = torch.rand(3, H, W) * 2 - 1
@@ -231,6 +358,17 @@ def section_preprocess(results: dict, repeats: int) -> None:
     results["cloth_segmentation_768x1024_ms"] = median_ms(lambda: vton_preprocess.segment_cloth(cloth), repeats)
     results["cloth_segmentation_192x256_ms"] = median_ms(
         lambda: vton_preprocess.segment_cloth(cloth.resize((W, H))), repeats)
+    section_parser(results, np.asarray(small), repeats)
+
+
+def section_parser(results: dict, rgb: np.ndarray, repeats: int) -> None:
+    """The person parser alone on one framed 192×256 person, fp32, and bf16 autocast."""
+    from vton_preprocess.parser import get_parser, to_input
+    model, x = get_parser(), to_input(rgb)
+    with torch.inference_mode():
+        results["parser_fp32_ms"] = median_ms(lambda: model(x), repeats * 3, warmup=3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results["parser_bf16_ms"] = median_ms(lambda: model(x), repeats * 3, warmup=3)
 
 
 @contextlib.contextmanager
@@ -288,7 +426,32 @@ def section_e2e_memory(results: dict, ckpt: Path, repeats: int, memory_requests:
     results["rss_after_requests_mb"] = rss1 / 2 ** 20
     results["rss_growth_mb"] = (rss1 - rss0) / 2 ** 20
     results["memory_requests"] = memory_requests
+    results["e2e_default_backend"] = f"{worker.model.backend} {worker.model.precision}"
     handler.set_worker(None)
+    section_e2e_backends(results, ckpt, repeats, job)
+
+
+def section_e2e_backends(results: dict, ckpt: Path, repeats: int, job) -> None:
+    """handler() p50 for a new person, one worker per backend (PRECISION=auto), interleaved."""
+    import handler
+    from worker.settings import Settings
+    persons, cloths = photos()
+    workers = {}
+    for backend in WORKER_BACKENDS:
+        with worker_env(ckpt, BACKEND=backend):
+            workers[backend] = handler.start_worker(Settings.from_env())
+    times = {b: [] for b in WORKER_BACKENDS}
+    for _ in range(repeats):
+        for backend, worker in workers.items():
+            handler.set_worker(worker)
+            worker.cache.clear()
+            t0 = time.perf_counter()
+            job(persons[0], cloths[0])
+            times[backend].append((time.perf_counter() - t0) * 1000)
+    handler.set_worker(None)
+    for backend, worker in workers.items():
+        results[f"e2e_new_person_p50_ms_{backend}"] = statistics.median(times[backend])
+        results[f"e2e_precision_{backend}"] = worker.model.precision
 
 
 #: Persons of this size fill the cache in the memory figure (12 MP photos, 36 MB as pixels).
@@ -350,6 +513,8 @@ job = json.loads(sys.stdin.read())
 out = handler.handler(job)
 assert "error" not in out, out
 print("served", flush=True)
+import psutil
+print(psutil.Process().memory_info().rss / 2 ** 20, flush=True)
 """
 
 
@@ -357,21 +522,28 @@ def section_cold(results: dict, ckpt: Path, repeats: int) -> None:
     persons, cloths = photos()
     job = json.dumps({"id": "cold", "input": {"person_image": b64(persons[0]),
                                               "cloth_image": b64(cloths[0])}})
-    times = []
-    with worker_env(ckpt):
-        env = dict(os.environ)
+    times = {b: [] for b in WORKER_BACKENDS}
+    rss = {}
     for _ in range(repeats):
-        # From process start to the first response (the child's exit is not counted).
-        t0 = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-c", COLD_START], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
-        child.stdin.write(job.encode())
-        child.stdin.close()
-        line = child.stdout.readline()
-        times.append(time.perf_counter() - t0)
-        if child.wait() != 0 or line.strip() != b"served":
-            raise RuntimeError("the cold-start child did not serve its request")
-    results["cold_start_s"] = statistics.median(times)
+        for backend in WORKER_BACKENDS:       # interleaved; the export cache is warm
+            with worker_env(ckpt, BACKEND=backend):
+                env = dict(os.environ)
+            # From process start to the first response (the child's exit is not counted).
+            t0 = time.perf_counter()
+            child = subprocess.Popen([sys.executable, "-c", COLD_START], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                                     env=env)
+            child.stdin.write(job.encode())
+            child.stdin.close()
+            line = child.stdout.readline()
+            times[backend].append(time.perf_counter() - t0)
+            rss[backend] = float(child.stdout.readline())
+            if child.wait() != 0 or line.strip() != b"served":
+                raise RuntimeError("the cold-start child did not serve its request")
+    for backend in WORKER_BACKENDS:
+        results[f"cold_start_{backend}_s"] = statistics.median(times[backend])
+        results[f"worker_rss_after_first_request_{backend}_mb"] = rss[backend]
+    results["cold_start_s"] = results["cold_start_openvino_s"]
 
 
 def section_gpu(results: dict, repeats: int) -> None:
@@ -400,9 +572,14 @@ GOALS = [  # (key, label, comparison, goal)
     ("networks_fp32_b1_fraction_of_peak", "networks fp32 b1, fraction of matmul peak", ">=", 0.70),
     ("bf16_speedup", "bf16 speed-up over fp32 (CPU)", ">=", 2.5),
     ("bf16_psnr_db", "bf16 PSNR vs fp32 (dB)", ">=", 35.0),
+    ("openvino_fp32_speedup", "OpenVINO fp32 vs eager fp32, networks b1", ">=", 1.3),
+    ("openvino_bf16_speedup", "OpenVINO bf16 vs eager fp32, networks b1", ">=", 2.4),
+    ("openvino_bf16_psnr_db", "OpenVINO bf16 PSNR vs eager fp32 (dB)", ">=", 35.0),
+    ("model_cold_start_openvino_s", "model cold start, OpenVINO, warm cache (s)", "<=", 2.0),
     ("representation_ms", "person representation (ms/pair)", "<=", 3.0),
     ("analysis_192x256_ms", "person analysis 192×256 (ms)", "<=", 40.0),
     ("analysis_768x1024_ms", "person analysis 768×1024 (ms)", "<=", 80.0),
+    ("parser_fp32_ms", "person parser 192×256, fp32 (ms)", "<=", 10.0),
     ("cloth_segmentation_768x1024_ms", "cloth segmentation 768×1024 (ms)", "<=", 10.0),
     ("e2e_new_person_p50_ms", "handler e2e, new person, p50 (ms)", "<=", 250.0),
     ("e2e_cached_person_p50_ms", "handler e2e, cached person, p50 (ms)", "<=", 150.0),
@@ -423,11 +600,17 @@ def print_table(results: dict) -> None:
             continue
         met = v >= goal if op == ">=" else v <= goal
         print(f"{label:<46} {v:12.3f} {op + str(goal):>10}  {'yes' if met else 'NO'}")
+    for row in results.get("backend_rows", []):
+        peaks = ", ".join(f"{row[k]:.0%} of {k[12:-5]} peak" for k in row if k.startswith("fraction_of_"))
+        print(f"  {row['backend']:>8} {row['precision']} batch {row['batch']}: "
+              f"{row['networks_ms']:.1f} ms, {row['gflops']:.0f} GFLOP/s ({peaks}), "
+              f"{row['speedup_vs_eager_fp32']:.2f}x eager fp32, {row['psnr_vs_eager_fp32_db']:.1f} dB, "
+              f"grid error {row['grid_max_error']:.1e}")
     for row in results.get("stages", []):
         print(f"  stages {row['precision']:>4} batch {row['batch']}: GMM {row['gmm_ms']:.1f} ms, "
               f"warp {row['warp_ms']:.1f} ms, TOM {row['tom_ms']:.1f} ms ({row['pairs_per_s']:.2f} pairs/s)")
     extra = {k: v for k, v in results.items()
-             if k not in {g[0] for g in GOALS} | {"machine", "stages"}}
+             if k not in {g[0] for g in GOALS} | {"machine", "stages", "backend_rows"}}
     for k, v in extra.items():
         print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
 
@@ -435,20 +618,29 @@ def print_table(results: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json")
-    ap.add_argument("--sections", default="networks,stages,repr,preprocess,e2e,cache,cold,gpu")
+    ap.add_argument("--sections", default="networks,stages,backends,repr,preprocess,e2e,cache,cold,gpu")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--memory-requests", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for PyTorch and OpenVINO in this process (default: all cores); "
+                         "1 gives steadier ratios on a machine shared with other work")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        import openvino_backend
+        openvino_backend.core().set_property("CPU", {"INFERENCE_NUM_THREADS": args.threads})
     if args.quick:
         args.repeats, args.memory_requests = 3, 20
     sections = set(args.sections.split(","))
     results: dict = {"machine": machine()}
+    results["machine"]["openvino_threads"] = args.threads or "all"
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp)
         write_random_checkpoints(ckpt)
         steps = [("networks", lambda: section_networks(results, args.repeats)),
                  ("stages", lambda: section_stages(results, args.repeats)),
+                 ("backends", lambda: section_backends(results, ckpt, args.repeats)),
                  ("repr", lambda: section_repr(results)),
                  ("preprocess", lambda: section_preprocess(results, max(args.repeats, 10))),
                  ("e2e", lambda: section_e2e_memory(results, ckpt, args.repeats, args.memory_requests)),
@@ -460,6 +652,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 step()
                 print(f"[{name} done in {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     print_table(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))

@@ -21,10 +21,11 @@ def random_ckpt_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(random_ckpt_dir):
-    """A CPU fp32 model loaded from the random-weight checkpoint files."""
+    """A CPU fp32 PyTorch model loaded from the random-weight checkpoint files (the reference
+    that the OpenVINO backend is compared with)."""
     from cpvton_infer import CPVTONPlusModel
 
-    return CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp32")
+    return CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp32", backend="torch")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -191,3 +192,42 @@ def inception_score(probs: torch.Tensor, splits: int = 1) -> tuple[float, float]
         scores.append(math.exp(kl.mean().item()))
     t = torch.tensor(scores)
     return float(t.mean()), float(t.std(unbiased=False)) if len(scores) > 1 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Person parsing
+# ---------------------------------------------------------------------------------------------
+#: Label groups reported for a person parse (LIP labels + 20 neck, spec §4).
+PARSE_GROUPS = {
+    "head": (1, 2, 4, 13), "hair": (2,), "face": (13,), "neck": (20,),
+    "upper_clothes": (5, 6, 7), "arms": (14, 15), "lower_body": (8, 9, 12, 16, 17, 18, 19),
+}
+
+
+def confusion_matrix(pred, target, num_labels: int):
+    """(L, L) int64 counts, rows = ground truth, columns = prediction, over all pixels of two
+    integer label arrays of the same shape (values outside 0..L-1 are ignored)."""
+    t = np.asarray(target, np.int64).ravel()
+    p = np.asarray(pred, np.int64).ravel()
+    ok = (t >= 0) & (t < num_labels) & (p >= 0) & (p < num_labels)
+    return np.bincount(t[ok] * num_labels + p[ok], minlength=num_labels ** 2).reshape(
+        num_labels, num_labels)
+
+
+def group_iou(conf, labels) -> float | None:
+    """IoU of the union of ``labels`` from a confusion matrix (None when absent in both)."""
+    g = np.zeros(len(conf), bool)
+    g[list(labels)] = True
+    tp = conf[np.ix_(g, g)].sum()
+    union = conf[g].sum() + conf[:, g].sum() - tp
+    return float(tp / union) if union else None
+
+
+def parse_ious(conf) -> dict:
+    """Per-class IoU, the grouped IoUs of :data:`PARSE_GROUPS` and the mean IoU over the classes
+    present in the ground truth, from one confusion matrix."""
+    per_class = {i: group_iou(conf, (i,)) for i in range(len(conf))}
+    present = [per_class[i] for i in range(len(conf)) if conf[i].sum() > 0]
+    return {"per_class": per_class,
+            "groups": {k: group_iou(conf, v) for k, v in PARSE_GROUPS.items()},
+            "miou": float(sum(present) / len(present)) if present else None}

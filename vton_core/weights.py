@@ -110,13 +110,9 @@ def check_state_dict(module: nn.Module, state: object, source: str) -> dict[str,
     return state
 
 
-def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None = None) -> str:
-    """Load ``path`` into ``module`` strictly; return the file's sha256.
-
-    Raises :class:`CheckpointError` (naming ``path``) if the file is missing, unreadable,
-    truncated, not a state dict, has other keys or shapes than the architecture, or (when
-    ``expected_sha256`` is given) has another sha256 — a tampered or substituted file.
-    """
+def checked_file_sha256(path: Path, expected_sha256: str | None = None) -> str:
+    """The sha256 of checkpoint ``path``; raises :class:`CheckpointError` (naming the path) if the
+    file is missing or (when ``expected_sha256`` is given) has another hash."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}. {HOW_TO_GET}")
@@ -126,6 +122,18 @@ def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None =
             f"checkpoint {path} has sha256 {digest[:16]}…, not the expected "
             f"{expected_sha256.strip().lower()[:16]}…: the file was modified or is another "
             f"file. {HOW_TO_GET}")
+    return digest
+
+
+def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None = None) -> str:
+    """Load ``path`` into ``module`` strictly; return the file's sha256.
+
+    Raises :class:`CheckpointError` (naming ``path``) if the file is missing, unreadable,
+    truncated, not a state dict, has other keys or shapes than the architecture, or (when
+    ``expected_sha256`` is given) has another sha256 — a tampered or substituted file.
+    """
+    path = Path(path)
+    digest = checked_file_sha256(path, expected_sha256)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, disallowed pickle globals, ...
@@ -201,6 +209,20 @@ def matches_random_recipe(state: Mapping[str, torch.Tensor], seed: int) -> bool:
 def is_random_recipe(state: Mapping[str, torch.Tensor]) -> bool:
     """True when ``state`` (a GMM or a TOM state dict) is our deterministic random weights."""
     return any(matches_random_recipe(state, seed) for seed in (GMM_SEED, TOM_SEED))
+
+
+def file_is_random_recipe(path: str | Path) -> bool:
+    """Whether a checkpoint file holds our deterministic random weights, read memory-mapped (only
+    the few tensors :func:`matches_random_recipe` compares are touched); an unreadable file is not."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:        # legacy (non-zip) files cannot be memory-mapped: read them whole
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return False
+    return isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()) \
+        and is_random_recipe(state)
 
 
 def random_weights(cfg: CPVTONConfig = DEFAULT_CONFIG) -> tuple[dict, dict]:

@@ -2,10 +2,11 @@
 
 From two ordinary photos this derives what CP-VTON+ needs besides them: COCO-18 keypoints, a LIP
 human-parsing map, a body mask (:func:`analyze_person`, :func:`person_model_inputs`) and the in-shop
-garment mask (:func:`segment_cloth`). Models are MediaPipe's legacy solutions bundled in the
-mediapipe 0.10.21 wheel, loaded once per process (``vton_preprocess.models``); the parsing and the
-cloth mask are per-image colour/geometry modelling on top of them. The implementation lives in
-this package's modules (``person``, ``parsing``, ``framing``, ``cloth``, ``models``, ``config``);
+garment mask (:func:`segment_cloth`). Pose, people counting, body mask and framing come from
+MediaPipe's legacy solutions bundled in the mediapipe 0.10.21 wheel, loaded once per process
+(``vton_preprocess.models``); the parse from the project's own learned parser (``parser``, weights
+in ``assets/``); the cloth mask is per-image colour/edge modelling. The implementation lives in
+this package's modules (``person``, ``parser``, ``framing``, ``cloth``, ``models``, ``config``);
 what is imported here is its public API.
 """
 from __future__ import annotations

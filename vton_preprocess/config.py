@@ -28,9 +28,6 @@ CLOTH_PRINT_MARGIN_FACES = 1.0
 
 # ---- person analysis ----------------------------------------------------------------------
 WORK_LONG_SIDE = 512            # person photos are analysed with their longer side at most this
-# The parse is computed at a resolution where the person's 3:4 model box is this many times the
-# model's height (never above the work resolution): finer detail is thrown away by the framing.
-PARSE_OVERSAMPLE = 1.25
 POSE_MIN_DETECTION = 0.3        # MediaPipe pose detector threshold
 FACE_MIN_DETECTION = 0.5        # face detector / face mesh threshold
 KEYPOINT_MIN_CONFIDENCE = 0.5   # landmarks with a lower MediaPipe visibility are reported missing
@@ -38,36 +35,18 @@ BODY_PROB_THRESHOLD = 0.5       # mean of pose and selfie segmentation probabili
 FACE_CROP_SCALE = 2.6           # head crop side / face span (eye-to-ear or eye-to-mouth) for face mesh
 FACE_CROP_SIZE = 192            # face mesh input side
 PERSON_CROP_FACE_WIDTHS = 4.0   # with several people: half-width of the crop around the chosen face
-MIN_SEED_PIXELS = 30            # colour models need at least this many seed pixels
-# Colour histograms in 8-bit Lab: bins per channel.
-HIST_BINS = (16, 32, 32)
-HIST_FLOOR = 1e-4               # probability floor of an unseen colour
-SCORE_SMOOTH_FRAC = 0.012       # score-map box filter size, as a fraction of the work height
-# Geometry of the priors, as fractions of the torso length T (shoulder line to hip line).
-TORSO_SEED_TOP = 0.25           # torso colour seeds from shoulders + 0.25 T ...
-TORSO_SEED_BOTTOM = 0.85        # ... to shoulders + 0.85 T, inner half of the shoulder width
-LOWER_SEED_TOP = 0.2            # lower-body seeds from hips + 0.2 T down to the knees
-HIP_TRANSITION = 0.08           # softness of the upper/lower clothes boundary at the hip line
-HAIR_DECAY = 0.35               # hair prior decays with this scale below the shoulder line
-NECK_DEPTH = 0.35               # skin down to shoulders + 0.35 T near the neck is neck/chest
-SKIN_SEED_SHRINK = 0.55         # skin seeds: face outline shrunk to this fraction about its centre
-SKIN_MAHALANOBIS = 3.5          # pixels closer than this to the skin model are "skin-like"
-SIDE_WEIGHT = 1.0               # log-prior boost for hair in the head zone
+# Labels further than this (model pixels) from the body mask are cleared: the parser may not
+# label anything outside the person (busy backgrounds).
+PARSE_BODY_MARGIN = 4
 
 # ---- face mesh (MediaPipe's 468-point canonical face mesh) --------------------------------
 # Face keypoints come from the mesh, which is far more precise on the face than the pose model.
-MESH_NOSE_BASE = 2              # subnasale: lower limit of the ear band beside the face
 MESH_R_CHEEK, MESH_L_CHEEK = 234, 454   # face silhouette at tragion height, person's right / left
 # OpenPose (COCO) puts an ear at the centre of the visible pinna, lateral of the face silhouette.
 # Anthropometric means: bizygomatic breadth ≈ 13.5 cm, head breadth ≈ 15.5 cm plus ≈ 0.5 cm to
 # the pinna's centre, i.e. the ear centres lie ≈ 1.2 × the cheek silhouette's half-width from the
 # face's mid-plane. Applied in the mesh's 3-D frame, so head yaw foreshortens it correctly.
 EAR_LATERAL_SCALE = 1.2
-# Face region: the mesh's oval stops below the hairline and inside the ears. Skin-coloured
-# pixels connected to it are face up to this reach (fraction of the oval's height above its top,
-# of the oval's width beside it, down to the nose base).
-FOREHEAD_REACH = 0.3
-EAR_REACH = 0.15
 # Person size checks (in model pixels, after framing to 192×256).
 MIN_PERSON_HEIGHT_FRAC = 0.15   # body mask shorter than this fraction of the image: too small
 FRAME_MARGIN = 0.06             # margin around the person inside the 3:4 box (fraction of height)
@@ -85,6 +64,3 @@ PAD_COLOUR = (255, 255, 255)    # padding where the 3:4 box extends past the pho
 # needs ~3.5).
 POSE_MARGIN_FRAC = 0.25
 MAX_BOX_TO_PHOTO = 4.0
-# The crop is drawn on a canvas at most this many times the model width (photos are resampled
-# to it first), so memory follows the photo, not the box.
-CROP_CANVAS_MAX_SCALE = 4

@@ -5,6 +5,7 @@ model image is padded with white (``PAD_COLOUR``), labels with 0 and masks with 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -38,27 +39,28 @@ class Framing:
         return np.array([[s, 0, (0.5 - x0) * s - 0.5], [0, s, (0.5 - y0) * s - 0.5]], np.float64)
 
     def crop_image(self, im: Image.Image) -> Image.Image:
-        """Original RGB image -> 192×256 RGB (Lanczos; white outside the photo).
+        """Original RGB image -> 192×256 RGB (box filter when shrinking, bicubic when enlarging;
+        white outside the photo).
 
-        Memory is bounded by the photo, whatever the box: a box wider than
-        ``CROP_CANVAS_MAX_SCALE`` × the model width is drawn on a canvas of that width (the
-        photo's part inside the box resampled to it first), not at the box's own size.
+        Only the photo's part inside the box is resampled, from its exact pre-image straight to
+        its place in the result: memory follows the photo and the model size, never the box.
         """
-        x0, y0, x1, y1 = (int(round(v)) for v in self.box)
-        f = min(1.0, C.CROP_CANVAS_MAX_SCALE * MW / (x1 - x0))        # canvas px per original px
-        canvas = Image.new("RGB", (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))),
-                           C.PAD_COLOUR)
+        x0, y0, x1, y1 = self.box
+        s = self.scale                                           # model px per original px
         W, H = im.size
-        ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        if ix0 < ix1 and iy0 < iy1:
-            part = im.convert("RGB")
-            if f < 1.0:
-                part = part.resize((max(1, round((ix1 - ix0) * f)), max(1, round((iy1 - iy0) * f))),
-                                   Image.LANCZOS, box=(ix0, iy0, ix1, iy1))
-            else:
-                part = part.crop((ix0, iy0, ix1, iy1))
-            canvas.paste(part, (round((ix0 - x0) * f), round((iy0 - y0) * f)))
-        return canvas.resize(C.MODEL_SIZE, Image.LANCZOS)
+        out = Image.new("RGB", C.MODEL_SIZE, C.PAD_COLOUR)
+        # the model pixels whose whole pre-image lies in the photo (a partly covered edge pixel
+        # stays white)
+        tx0, ty0 = max(0, math.ceil(-x0 * s)), max(0, math.ceil(-y0 * s))
+        tx1, ty1 = min(MW, math.floor((W - x0) * s)), min(MH, math.floor((H - y0) * s))
+        if tx0 < tx1 and ty0 < ty1:
+            src = (max(0.0, x0 + tx0 / s), max(0.0, y0 + ty0 / s),
+                   min(float(W), x0 + tx1 / s), min(float(H), y0 + ty1 / s))
+            resample = Image.BOX if s < 1 else Image.BICUBIC
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            out.paste(rgb.resize((tx1 - tx0, ty1 - ty0), resample, box=src),
+                      (tx0, ty0))
+        return out
 
     def _warp(self, a: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(a, self._affine(), C.MODEL_SIZE, flags=cv2.INTER_NEAREST,
@@ -67,6 +69,13 @@ class Framing:
     def crop_labels(self, labels: np.ndarray) -> np.ndarray:
         """H×W uint8 labels -> 256×192 uint8 (nearest; 0 outside the photo)."""
         return self._warp(np.ascontiguousarray(labels, dtype=np.uint8))
+
+    def uncrop_labels(self, labels: np.ndarray) -> np.ndarray:
+        """256×192 uint8 labels -> the photo's H×W (nearest; 0 outside the box)."""
+        w, h = self.image_size
+        return cv2.warpAffine(np.ascontiguousarray(labels, dtype=np.uint8), self._affine(), (w, h),
+                              flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def crop_mask(self, mask: np.ndarray) -> np.ndarray:
         """H×W bool -> 256×192 bool (nearest; False outside the photo)."""

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import config as C
+from .parser import get_parser
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,11 @@ def run(name: str, rgb: np.ndarray):
 
 
 def warm_up() -> None:
-    """Load every model now (e.g. at worker start) instead of on the first request."""
+    """Load every model — the MediaPipe graphs and the person parser — now (e.g. at worker
+    start) instead of on the first request."""
     for name in _FACTORIES:
         get(name)
+    get_parser()
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,8 +3,8 @@
 ``analyze_person`` runs MediaPipe (face detection to count people, pose with segmentation,
 selfie segmentation, face mesh on a head crop) on a work copy of the photo whose longer side is
 at most ``WORK_LONG_SIDE``. Body keypoints come from the pose model; eyes and ears from the face
-mesh, which is far more precise on the face. The person is parsed with :mod:`.parsing` at the
-resolution its 3:4 model box needs, and everything is returned in the input image's pixels.
+mesh, which is far more precise on the face. The person is parsed by the learned parser
+(:mod:`.parser`) inside its 3:4 model box, and everything is returned in the input image's pixels.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from vton_core.images import check_same_size, load_label_map, load_rgb
 from . import config as C
 from . import models
 from .framing import Framing, check_keypoints_in_photo, frame_person
-from .parsing import Geometry, parse_person
+from .parser import get_parser, parse_image
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +146,6 @@ def mesh_face_keypoints(mesh: np.ndarray) -> np.ndarray:
     return np.stack([r_eye, l_eye, r_ear[:2], l_ear[:2]]).astype(np.float32)
 
 
-def _pose_face_outline(lm: np.ndarray) -> np.ndarray:
-    """Fallback face outline: an ellipse through the pose's ears, eyes and mouth."""
-    pts = lm[MP_FACE, :2]
-    c = pts.mean(axis=0)
-    rx = max(np.ptp(pts[:, 0]) / 2, 2.0)
-    ry = max(1.35 * rx, 2.0)
-    t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-    return np.stack([c[0] + rx * np.cos(t), c[1] - 0.1 * ry + ry * np.sin(t)], axis=1)
-
-
 def _body_mask(prob: np.ndarray, pose_seg: np.ndarray) -> np.ndarray:
     """Threshold the mean probability; keep the parts that overlap the posed person; fill holes."""
     m = prob >= C.BODY_PROB_THRESHOLD
@@ -172,16 +162,23 @@ def _body_mask(prob: np.ndarray, pose_seg: np.ndarray) -> np.ndarray:
     return ~outside[comp] if n > 1 else m
 
 
-def _parse_scale(lm: np.ndarray, body: np.ndarray) -> float:
-    """Factor (≤ 1) for the work image at which the parse is computed: the person's 3:4 model
-    box (as :func:`frame_person` would choose it) then spans ``PARSE_OVERSAMPLE`` × the model's
-    height. 1.0 when the box cannot be found (the parse is then at work resolution)."""
-    h, w = body.shape
-    try:
-        box = frame_person((w, h), landmarks_to_coco(lm, (w, h)), body).box
-    except NoPerson:
-        return 1.0
-    return float(min(1.0, C.PARSE_OVERSAMPLE * C.MODEL_SIZE[1] / max(1.0, box[3] - box[1])))
+def _learned_parse(rgb: np.ndarray, keypoints: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """H×W uint8 labels 0–20 of the photo from the learned parser (:mod:`.parser`).
+
+    The parser reads the person's 3:4 box at the model's 192×256 (the photo itself when it is
+    already 192×256); labels further than ``PARSE_BODY_MARGIN`` from the body mask are cleared,
+    and the result is mapped back to the photo's pixels. rgb: H×W×3 uint8; keypoints: 18×3 in
+    the photo's pixels; body: H×W bool.
+    """
+    h, w = rgb.shape[:2]
+    framing = None if (w, h) == C.MODEL_SIZE else frame_person((w, h), keypoints, body)
+    crop = rgb if framing is None else np.asarray(framing.crop_image(Image.fromarray(rgb)))
+    labels = parse_image(get_parser(), crop)                                  # 256×192
+    near = body if framing is None else framing.crop_mask(body)
+    margin = 2 * C.PARSE_BODY_MARGIN + 1
+    near = cv2.dilate(near.astype(np.uint8), np.ones((margin, margin), np.uint8)) > 0
+    labels[~near] = 0
+    return labels if framing is None else framing.uncrop_labels(labels)
 
 
 def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
@@ -202,25 +199,10 @@ def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
         raise NoPerson("no person found in the image", field="image")
     mesh = _face_mesh(work, lm)
     if mesh is None:
-        notes.append("face not found; face region estimated from the pose")
-        geo = Geometry(lm=lm, face_poly=_pose_face_outline(lm))
+        notes.append("face not found; eyes and ears placed from the pose")
     else:
         lm = lm.copy()
         lm[MP_FACE_FROM_MESH, :2] = mesh_face_keypoints(mesh)
-        parts = models.face_part_indices()
-        brows = np.concatenate([parts["r_brow"], parts["l_brow"]])
-        geo = Geometry(lm=lm, face_poly=mesh[models.face_oval_indices(), :2],
-                       brow_y=float(mesh[brows, 1].mean()),
-                       nose_base_y=float(mesh[C.MESH_NOSE_BASE, 1]))
-    ps = _parse_scale(lm, body)
-    if ps < 1.0:
-        pw, ph = max(1, round(ww * ps)), max(1, round(wh * ps))
-        fx, fy = pw / ww, ph / wh
-        small_body = _resize(prob * body, (pw, ph), cv2.INTER_LINEAR) >= C.BODY_PROB_THRESHOLD
-        parse = parse_person(_resize(work, (pw, ph), cv2.INTER_AREA), small_body,
-                             geo.scaled((fx + fy) / 2))
-    else:
-        parse = parse_person(work, body, geo)
 
     # Back to the input's pixels.
     lm_full = lm.copy()
@@ -228,9 +210,7 @@ def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
     kp = landmarks_to_coco(lm_full, (w, h))
     if s != 1.0:
         body = _resize(prob * body, (w, h), cv2.INTER_LINEAR) >= C.BODY_PROB_THRESHOLD
-    if parse.shape != (h, w):
-        parse = _resize(parse, (w, h), cv2.INTER_NEAREST)
-        parse[~body] = 0
+    parse = _learned_parse(rgb, kp, body)
     return PersonAnalysis(keypoints=kp, parse=parse, body_mask=body, num_people=num,
                           notes=tuple(notes))
 

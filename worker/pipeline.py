@@ -148,8 +148,11 @@ class Worker:
     """
 
     def __init__(self, settings: Settings, model: Any):
+        from vton_preprocess.parser import get_parser
         self.settings = settings
         self.model = model
+        #: What every response says about the weights: the CP-VTON+ checkpoints and the parser.
+        self.identity = {**model.weights.short(), "parser_sha256": get_parser().sha256[:12]}
         self.cache = PersonCache(settings.person_cache_size,
                                  max_bytes=settings.person_cache_mb * 2 ** 20)
         self.model_lock = threading.Lock()
@@ -171,7 +174,7 @@ class Worker:
             if stage.progress is not None:
                 self._progress(state, stage.progress)
         log.info(job_log_line(state))
-        return build_response(state, self.model.weights.short())
+        return build_response(state, self.identity)
 
     def warm_up(self) -> float:
         """Load the preprocessing models and run one inference on a drawn person with exact

@@ -22,7 +22,15 @@ ALLOW_RANDOM_WEIGHTS     ``0``               ``1``: run with random weights when
                                              missing (tests and demos only; results say so).
 DEVICE                   ``auto``            ``auto`` | ``cpu`` | ``cuda``.
 REQUIRE_GPU              ``0``               ``1``: refuse to start without a visible CUDA GPU.
-PRECISION                ``auto``            ``auto`` | ``fp32`` | ``bf16`` | ``fp16``.
+PRECISION                ``auto``            ``auto`` | ``fp32`` | ``bf16`` | ``fp16``. ``auto``: bf16
+                                             on a CPU with native bf16 (and on CUDA, fp16
+                                             where bf16 is unsupported), else fp32.
+BACKEND                  ``auto``            ``auto`` | ``torch`` | ``openvino``: what runs the
+                                             networks. ``auto``: OpenVINO on CPU (PyTorch if
+                                             it is not installed, logged), PyTorch on CUDA.
+OPENVINO_CACHE_DIR       (unset)             Folder of the exported OpenVINO models (keyed by
+                                             the checkpoints' sha256); default
+                                             ``<CHECKPOINT_DIR>/openvino``.
 MAX_BATCH_ITEMS          ``8``               Most try-on items in one job.
 MAX_INPUT_BYTES          ``10000000``        Most encoded bytes of one input image (base64
                                              decoded), checked before decoding.
@@ -60,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from cpvton_infer import PRECISIONS
+from cpvton_infer import BACKENDS, PRECISIONS
 
 #: The repository folder: relative checkpoint paths are resolved from here, not from the cwd.
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -69,7 +77,8 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 ENV_VARS = (
     "CHECKPOINT_DIR", "GMM_CHECKPOINT", "TOM_CHECKPOINT", "GMM_SHA256", "TOM_SHA256",
     "ALLOW_RANDOM_WEIGHTS", "DEVICE",
-    "REQUIRE_GPU", "PRECISION", "MAX_BATCH_ITEMS", "MAX_INPUT_BYTES", "MAX_IMAGE_PIXELS",
+    "REQUIRE_GPU", "PRECISION", "BACKEND", "OPENVINO_CACHE_DIR", "MAX_BATCH_ITEMS",
+    "MAX_INPUT_BYTES", "MAX_IMAGE_PIXELS",
     "URL_TIMEOUT_S", "URL_MAX_BYTES", "MAX_RESPONSE_BYTES", "BUCKET_ENDPOINT_URL",
     "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY", "UPLOAD_TIMEOUT_S", "UPLOAD_ATTEMPTS",
     "LOG_LEVEL", "CONCURRENCY", "WARMUP", "PERSON_CACHE_SIZE", "PERSON_CACHE_MB",
@@ -196,6 +205,8 @@ class Settings:
     device: str = "auto"
     require_gpu: bool = False
     precision: str = "auto"
+    backend: str = "auto"
+    openvino_cache_dir: Optional[Path] = None     # None: checkpoint_dir / "openvino"
     max_batch_items: int = 8
     max_input_bytes: int = 10_000_000
     max_image_pixels: int = 40_000_000
@@ -244,6 +255,8 @@ class Settings:
             device=read.choice("DEVICE", "auto", _DEVICES),
             require_gpu=read.flag("REQUIRE_GPU", False),
             precision=read.choice("PRECISION", "auto", ("auto",) + PRECISIONS),
+            backend=read.choice("BACKEND", "auto", ("auto",) + BACKENDS),
+            openvino_cache_dir=read.path("OPENVINO_CACHE_DIR"),
             max_batch_items=read.integer("MAX_BATCH_ITEMS", defaults.max_batch_items, 1),
             max_input_bytes=read.integer("MAX_INPUT_BYTES", defaults.max_input_bytes, 1),
             max_image_pixels=read.integer("MAX_IMAGE_PIXELS", defaults.max_image_pixels, 1),

@@ -118,7 +118,8 @@ def _shipped_files() -> set[str]:
 def test_the_handler_and_its_modules_are_copied():
     shipped = _shipped_files()
     for name in ("handler.py", "worker/settings.py", "vton_core/errors.py", "vton_core/images.py",
-                 "vton_preprocess/__init__.py", "cpvton_infer.py", "networks.py", "grid.png"):
+                 "vton_preprocess/__init__.py", "cpvton_infer.py", "networks.py", "grid.png",
+                 "vton_preprocess/assets/person_parser.pt", "vton_preprocess/assets/person_parser.json"):
         if (ROOT / name).exists():
             assert name in shipped, f"{name} is not copied into the image"
     # Every top-level import of the shipped modules that is a local module must ship too.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cpvton_infer import CPVTONPlusModel
+from cpvton_infer import CPVTONPlusModel, cpu_has_native_bf16
 from tests.helpers.shared_data import needs_shared, viton_pairs, viton_sample
 from training.metrics import psnr
 from vton_core.errors import CheckpointError, InvalidInput
@@ -22,31 +22,31 @@ def test_missing_checkpoints_fail_loudly(tmp_path):
 
 
 def test_random_weights_only_when_asked_and_then_flagged(tmp_path, random_ckpt_dir):
-    m = CPVTONPlusModel(tmp_path, device="cpu", allow_random_weights=True)
+    m = CPVTONPlusModel(tmp_path, device="cpu", allow_random_weights=True, backend="torch")
     assert m.weights.random
     # The in-memory random weights are the same as the files the tests write, and those files
     # are recognised as random too (issue 14, item 6).
-    files = CPVTONPlusModel(random_ckpt_dir, device="cpu")
+    files = CPVTONPlusModel(random_ckpt_dir, device="cpu", backend="torch")
     assert files.weights.random
     for a, b in zip(m.gmm.state_dict().values(), files.gmm.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_checkpoint_paths_are_overridable(tmp_path, random_ckpt_dir):
-    m = CPVTONPlusModel(tmp_path / "nowhere", device="cpu",
+    m = CPVTONPlusModel(tmp_path / "nowhere", device="cpu", backend="torch",
                         gmm_checkpoint=random_ckpt_dir / "GMM" / "gmm_final.pth",
                         tom_checkpoint=random_ckpt_dir / "TOM" / "tom_final.pth")
     assert len(m.weights.gmm_sha256) == 64 and m.weights.random   # recipe files are flagged
 
 
 def test_precision_and_device_resolution(random_ckpt_dir):
-    m = CPVTONPlusModel(random_ckpt_dir, device="auto", precision="auto")
+    m = CPVTONPlusModel(random_ckpt_dir, device="auto", precision="auto", backend="torch")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert m.device.type == expected
-    if expected == "cpu":
-        assert m.precision == "fp32"
+    if expected == "cpu":   # bf16 only where the CPU has native bf16 (emulated bf16 is slow)
+        assert m.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     with pytest.raises(ValueError):
-        CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp8")
+        CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp8", backend="torch")
 
 
 @needs_shared
@@ -87,7 +87,7 @@ def test_mismatched_mask_size_names_the_field(model):
 @needs_shared
 def test_bf16_on_cpu_stays_close_to_fp32(random_ckpt_dir, model, capsys):
     s = viton_sample(*viton_pairs()[1])
-    bf16 = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="bf16")
+    bf16 = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="bf16", backend="torch")
     a = np.asarray(model.try_on(**s).image)
     b = np.asarray(bf16.try_on(**s).image)
     value = psnr(torch.tensor(a)[None], torch.tensor(b)[None], data_range=255.0).item()
@@ -116,7 +116,8 @@ def test_encoded_png_round_trip_of_result(model, tmp_path):
 @needs_shared
 def test_channels_last_gives_the_same_result(random_ckpt_dir, model):
     s = viton_sample(*viton_pairs()[2])
-    nhwc = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp32", channels_last=True)
+    nhwc = CPVTONPlusModel(random_ckpt_dir, device="cpu", precision="fp32", channels_last=True,
+                           backend="torch")
     assert nhwc.channels_last and not model.channels_last
     a = np.asarray(model.try_on(**s).image).astype(int)
     b = np.asarray(nhwc.try_on(**s).image).astype(int)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -13,6 +14,7 @@ from PIL import Image, ImageDraw
 import vton_preprocess as P
 from tests.helpers.shared_data import PHOTOS, SHARED, VITON
 from vton_core.errors import NoCloth, NoPerson
+from vton_preprocess import config as C
 from vton_preprocess.framing import Framing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,19 +67,6 @@ def test_mesh_face_keypoints_sides_and_ears_outside_the_cheeks():
     kp = mesh_face_keypoints(mesh)
     assert kp[2, 0] < 86 and kp[3, 0] > 114
     assert abs((100 - kp[2, 0]) / 14 - C.EAR_LATERAL_SCALE) < 1e-4
-
-
-def test_geometry_scaled_keeps_pixel_centres():
-    from vton_preprocess.parsing import Geometry
-    lm = np.zeros((33, 3), np.float32)
-    lm[:, :2] = (9.5, 19.5)
-    lm[:, 2] = 0.9
-    g = Geometry(lm=lm, face_poly=np.array([[9.5, 19.5], [19.5, 39.5]], np.float32),
-                 brow_y=3.5, nose_base_y=None)
-    h = g.scaled(0.5)
-    np.testing.assert_allclose(h.lm[0], (4.5, 9.5, 0.9))
-    np.testing.assert_allclose(h.face_poly, [[4.5, 9.5], [9.5, 19.5]])
-    assert h.brow_y == 1.5 and h.nose_base_y is None
 
 
 def _framing():
@@ -195,15 +184,24 @@ def viton_eval():
     if not VITON.is_dir():
         pytest.skip(f"shared data not found at {SHARED}")
     from tools import eval_preprocess
-    return eval_preprocess.evaluate(VITON / "test", repeat=0)
+    res = eval_preprocess.evaluate(VITON / "test", repeat=0)
+    photos = eval_preprocess.time_photos(PHOTOS, repeat=0) if PHOTOS.is_dir() else {}
+    res["overall"]["outside_person_max"] = max(
+        (r["outside_person"] for r in photos.values() if "outside_person" in r), default=0.0)
+    return res
+
+
+#: Floors on the three shared VITON samples (the full-split targets are eval_preprocess.TARGETS).
+SHARED_FLOORS = {"keypoint_median_px": ("<=", 4.0), "body_iou": (">=", 0.96), "face": (">=", 0.88),
+                 "head": (">=", 0.90), "hair": (">=", 0.83), "upper_clothes": (">=", 0.92),
+                 "arms": (">=", 0.85), "lower_body": (">=", 0.87), "cloth_iou_mean": (">=", 0.95),
+                 "cloth_iou_min": (">=", 0.90), "outside_person_max": ("<=", 0.03)}
 
 
 @needs_shared
-@pytest.mark.parametrize("key", ["keypoint_median_px", "body_iou", "face_iou", "head_iou",
-                                 "lower_iou", "cloth_iou_mean", "cloth_iou_min"])
+@pytest.mark.parametrize("key", sorted(SHARED_FLOORS))
 def test_viton_accuracy_targets(viton_eval, key):
-    from tools import eval_preprocess
-    op, target = eval_preprocess.TARGETS[key]
+    op, target = SHARED_FLOORS[key]
     value = viton_eval["overall"][key]
     assert (value <= target) if op == "<=" else (value >= target), f"{key} = {value:.3f}, target {op} {target}"
 
@@ -215,7 +213,9 @@ def test_viton_analysis_shapes_and_labels():
     assert a.parse.shape == (256, 192) and a.parse.dtype == np.uint8
     assert a.body_mask.shape == (256, 192) and a.body_mask.dtype == bool
     assert {2, 5, 13}.issubset(set(np.unique(a.parse).tolist()))
-    assert not a.parse[~a.body_mask].any()
+    k = 2 * C.PARSE_BODY_MARGIN + 1
+    near = cv2.dilate(a.body_mask.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    assert not a.parse[~near].any()                 # nothing labelled away from the person
     assert a.num_people == 1
 
 

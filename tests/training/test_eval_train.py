@@ -312,7 +312,7 @@ def test_tom_training_reduces_loss_and_model_loads(gmm_run, tiny_data, vgg19_fil
     assert torch.load(out / "TOM" / "step_000003.pth", weights_only=True)["step"] == 3
     from cpvton_infer import CPVTONPlusModel
 
-    model = CPVTONPlusModel(out, device="cpu", precision="fp32")   # both trained finals, strictly
+    model = CPVTONPlusModel(out, device="cpu", precision="fp32", backend="torch")   # both trained finals, strictly
     assert not model.weights.random
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import handler
 from tests.helpers.worker_inputs import b64, cloth_fields, decode, person_fields
+from vton_preprocess.parser import DEFAULT_WEIGHTS, card_path
 from worker import inputs
 from worker.settings import Settings
 
@@ -58,7 +59,8 @@ def test_single_base64_png(worker, model):
     image = decode(out["result_image"])
     assert image.format == "PNG" and image.size == (192, 256) == (out["width"], out["height"])
     assert out["format"] == "png" and out["output_size"] == "original"
-    assert out["weights"] == model.weights.short()
+    parser = json.loads(card_path(DEFAULT_WEIGHTS).read_text())          # the parser's identity too
+    assert out["weights"] == {**model.weights.short(), "parser_sha256": parser["sha256"][:12]}
     assert {"decode", "person", "cloth", "model", "encode", "total"} <= set(out["timings_ms"])
     assert "networks" in out["model_timings_ms"] and out["person_cache_hit"] is False
     assert "intermediates" not in out

@@ -36,7 +36,7 @@ def test_settings_defaults_and_parsing():
 @pytest.mark.parametrize("name, value", [
     ("MAX_BATCH_ITEMS", "0"), ("MAX_BATCH_ITEMS", "many"), ("DEVICE", "tpu"),
     ("PRECISION", "fp8"), ("REQUIRE_GPU", "maybe"), ("URL_TIMEOUT_S", "nan"),
-    ("LOG_LEVEL", "LOUD"), ("PERSON_CACHE_SIZE", "-1"),
+    ("LOG_LEVEL", "LOUD"), ("PERSON_CACHE_SIZE", "-1"), ("BACKEND", "onnx"),
 ])
 def test_settings_reject_bad_values_naming_the_variable(name, value):
     with pytest.raises(ValueError, match=name):
