@@ -51,7 +51,7 @@ def command_lines() -> list[str]:
             if "curl " in block:
                 continue
             heredoc = None
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():     # join continuations
                 if heredoc:
                     heredoc = None if line.strip() == heredoc else heredoc
                     continue
