@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from vton_core.digest import file_sha256
+
 log = logging.getLogger(__name__)
 
 #: Bump when an exported graph changes meaning: older entries are then rebuilt.
@@ -48,15 +50,6 @@ def openvino_version() -> str:
     """The installed OpenVINO runtime's version (raises ImportError when it is not installed)."""
     import openvino
     return openvino.get_version()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def full_identity(name: str, identity: Mapping[str, str]) -> dict[str, str]:

@@ -1,12 +1,15 @@
 """Shared fixtures: random-weight checkpoints, a CPU model, the golden file (paths: helpers/shared_data.py)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import handler
 from tests.helpers.shared_data import GOLDEN, NO_SHARED
+from worker.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +37,22 @@ def golden():
         pytest.skip(NO_SHARED)
     with np.load(GOLDEN) as g:
         return {k: g[k] for k in g.files}
+
+
+@pytest.fixture
+def make_worker(model, random_ckpt_dir):
+    """Install a worker around the shared model with the given setting overrides."""
+    def make(**overrides):
+        settings = dataclasses.replace(Settings(checkpoint_dir=random_ckpt_dir, warmup=False,
+                                                max_batch_items=4), **overrides)
+        worker = handler.Worker(settings, model)
+        handler.set_worker(worker)
+        return worker
+    yield make
+    handler.set_worker(None)
+
+
+@pytest.fixture
+def worker(make_worker):
+    """A worker with the default test settings, installed as the process's worker."""
+    return make_worker()

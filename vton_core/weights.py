@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom
+from vton_core.digest import file_sha256  # noqa: F401 - part of this module's API
 from vton_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,6 @@ class WeightsInfo:
         """A compact, client-safe identity: sha256 prefixes and the random flag (no paths)."""
         return {"gmm_sha256": self.gmm_sha256[:12], "tom_sha256": self.tom_sha256[:12],
                 "random": self.random}
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:

@@ -7,7 +7,6 @@ boto3 itself is real.
 """
 from __future__ import annotations
 
-import dataclasses
 import socket
 import subprocess
 import sys
@@ -82,17 +81,10 @@ def silent_bucket():
 
 
 @pytest.fixture
-def make_worker(model, random_ckpt_dir, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)           # where the SDK's fallback would write ./local_upload
-
-    def make(**overrides):
-        settings = dataclasses.replace(Settings(checkpoint_dir=random_ckpt_dir, warmup=False,
-                                                max_batch_items=4), **overrides)
-        worker = handler.Worker(settings, model)
-        handler.set_worker(worker)
-        return worker
-    yield make
-    handler.set_worker(None)
+def make_worker(make_worker, monkeypatch, tmp_path):
+    """The shared fixture, run where the SDK's fallback would write ./local_upload (it must not)."""
+    monkeypatch.chdir(tmp_path)
+    yield make_worker
     assert not (tmp_path / "local_upload").exists()
 
 

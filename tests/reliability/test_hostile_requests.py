@@ -6,7 +6,6 @@ Everything runs in-process against the real model with random weights and drawn 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 
@@ -17,26 +16,8 @@ from PIL import Image
 import handler
 from tests.helpers.worker_inputs import b64, cloth_fields, person_fields
 from worker import sample_images
-from worker.settings import Settings
 
 LEAKS = ("Traceback", 'File "', "/work", "/tmp", "/home", "site-packages", ".pth", ".py")
-
-
-@pytest.fixture
-def make_worker(model, random_ckpt_dir):
-    def make(**overrides):
-        settings = dataclasses.replace(Settings(checkpoint_dir=random_ckpt_dir, warmup=False,
-                                                max_batch_items=4), **overrides)
-        worker = handler.Worker(settings, model)
-        handler.set_worker(worker)
-        return worker
-    yield make
-    handler.set_worker(None)
-
-
-@pytest.fixture
-def worker(make_worker):
-    return make_worker()
 
 
 def sendable(out) -> dict:

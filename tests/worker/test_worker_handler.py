@@ -5,7 +5,6 @@ parse/pose/mask, a garment with its mask); the NO_PERSON test runs the real pers
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -16,28 +15,9 @@ import handler
 from tests.helpers.worker_inputs import b64, cloth_fields, decode, person_fields
 from vton_preprocess.parser import DEFAULT_WEIGHTS, card_path
 from worker import inputs
-from worker.settings import Settings
 
 CODES = {"INVALID_INPUT", "INVALID_IMAGE", "IMAGE_TOO_LARGE", "NO_PERSON", "NO_CLOTH",
          "BATCH_TOO_LARGE", "INTERNAL", "FETCH_FAILED", "RESPONSE_TOO_LARGE"}
-
-
-@pytest.fixture
-def make_worker(model, random_ckpt_dir):
-    """Install a worker around the shared model with the given setting overrides."""
-    def make(**overrides):
-        settings = dataclasses.replace(Settings(checkpoint_dir=random_ckpt_dir, warmup=False,
-                                                max_batch_items=4), **overrides)
-        worker = handler.Worker(settings, model)
-        handler.set_worker(worker)
-        return worker
-    yield make
-    handler.set_worker(None)
-
-
-@pytest.fixture
-def worker(make_worker):
-    return make_worker()
 
 
 def run(inp, job_id="test-job"):
