@@ -56,6 +56,8 @@ GUARD = textwrap.dedent('''
     class OutsideTheInstall(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             top = name.partition(".")[0]
+            if (root / top).is_dir() or (root / f"{top}.py").is_file():
+                return None                  # the project's own code (an editable install)
             dists = owners.get(top)
             if dists and not any(canonicalize_name(d) in allowed for d in dists):
                 blocked.add(top)
