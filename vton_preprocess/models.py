@@ -87,15 +87,8 @@ def _connection_indices(name: str) -> np.ndarray:
     return np.array(sorted({i for e in edges for i in e}), dtype=np.int64)
 
 
-def face_oval_indices() -> np.ndarray:
-    """Indices of the face-mesh landmarks on the face outline (forehead, temples, jaw, chin)."""
-    return _connection_indices("FACEMESH_FACE_OVAL")
-
-
 def face_part_indices() -> dict[str, np.ndarray]:
-    """Face-mesh landmark indices of the eye contours and eyebrows, by the person's side
-    (MediaPipe's "LEFT" is the person's left, as in OpenPose)."""
+    """Face-mesh landmark indices of the eye contours, by the person's side (MediaPipe's "LEFT"
+    is the person's left, as in OpenPose)."""
     return {"r_eye": _connection_indices("FACEMESH_RIGHT_EYE"),
-            "l_eye": _connection_indices("FACEMESH_LEFT_EYE"),
-            "r_brow": _connection_indices("FACEMESH_RIGHT_EYEBROW"),
-            "l_brow": _connection_indices("FACEMESH_LEFT_EYEBROW")}
+            "l_eye": _connection_indices("FACEMESH_LEFT_EYE")}
