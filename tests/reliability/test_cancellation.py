@@ -13,7 +13,6 @@ import handler
 from tests.helpers.worker_inputs import cloth_fields, person_fields
 from vton_core.errors import JobCancelled
 from worker.batcher import MicroBatcher
-from worker.settings import Settings
 
 
 def test_a_call_cancelled_while_waiting_is_dropped_from_the_batch():
@@ -51,12 +50,8 @@ def test_a_call_cancelled_while_waiting_is_dropped_from_the_batch():
 
 
 @pytest.fixture
-def concurrent_worker(model, random_ckpt_dir):
-    worker = handler.Worker(Settings(checkpoint_dir=random_ckpt_dir, warmup=False, concurrency=2),
-                            model)
-    handler.set_worker(worker)
-    yield worker
-    handler.set_worker(None)
+def concurrent_worker(make_worker):
+    return make_worker(concurrency=2, max_batch_items=8)
 
 
 def test_a_cancelled_job_stops_at_the_next_stage(concurrent_worker, model, monkeypatch):

@@ -28,12 +28,8 @@ NO_LEAK = ("Traceback", 'File "', "/work", "/tmp", "/home", "site-packages")
 
 
 @pytest.fixture
-def worker(model, random_ckpt_dir):
-    w = handler.Worker(Settings(checkpoint_dir=random_ckpt_dir, warmup=False, max_batch_items=8),
-                       model)
-    handler.set_worker(w)
-    yield w
-    handler.set_worker(None)
+def worker(make_worker):
+    return make_worker(max_batch_items=8)
 
 
 def run(inp):
