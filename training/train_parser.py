@@ -3,6 +3,12 @@
     python -m training.train_parser --dataroot DATA/train --workdir /tmp/parser_run \
         --out vton_preprocess/assets/person_parser.pt --steps 6000 [--bf16]
 
+A second phase may start from the weights of a first (``--init``, with a fresh optimizer and
+schedule), drawing part of each batch from the persons that show a rare label (dress, coat, skirt,
+legs, …; ``--rare-fraction``) and adding a soft Dice term to the cross-entropy (``--dice``), which
+weighs every class present in the batch equally. The card of an ``--init`` run lists the commands
+of both phases.
+
 Reads ``image/`` and ``image-parse-new/`` (or ``image-parse/``, deriving the neck label 20) of the
 VITON **train** split; the last ``--val`` persons by sorted name are held out for validation and
 never trained on. Seeded and resumable: the work directory holds the data cache, ``last.pt``
@@ -31,7 +37,9 @@ from tqdm import tqdm
 
 from training.metrics import confusion_matrix, parse_ious
 from training.parser_data import Augment, augment, load_cache, make_backgrounds
-from vton_preprocess.parser import NUM_LABELS, ParserConfig, PersonParser, save_parser, to_input
+from vton_core.digest import file_sha256
+from vton_preprocess.parser import (NUM_LABELS, ParserConfig, PersonParser, card_path,
+                                    save_parser, to_input)
 
 log = logging.getLogger("train_parser")
 
@@ -39,6 +47,10 @@ BACKGROUND_COUNT = 1500      # procedural backgrounds generated at start (determ
 TEXTURE_COUNT = 300          # garment photos of the train split used as background textures
 WARMUP_STEPS = 200           # linear learning-rate warm-up before the cosine decay
 VAL_BATCH = 32
+#: Labels seen on few VITON train persons (dress, coat, socks, jumpsuit, scarf, skirt, legs,
+#: shoes); ``--rare-fraction`` of each batch comes from persons showing one of them.
+RARE_LABELS = (6, 7, 8, 10, 11, 12, 16, 17, 18, 19)
+RARE_MIN_PIXELS = 50            # a person "shows" a label when at least this many pixels carry it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (fast only on CPUs with native bf16, or GPUs)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these parser weights (a previous phase's --out)")
+    p.add_argument("--rare-fraction", type=float, default=0.0,
+                   help="share of each batch drawn from persons showing a rare label")
+    p.add_argument("--dice", type=float, default=0.0,
+                   help="weight of the soft Dice term added to the cross-entropy")
     return p.parse_args(argv)
 
 
@@ -82,6 +100,44 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> np.ndarray:
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         out.extend(perm[pos:pos + batch - len(out)].tolist())
     return np.asarray(out)
+
+
+def rare_persons(labels: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """Indices of the persons (N×H×W label maps) showing at least RARE_MIN_PIXELS pixels of one
+    of :data:`RARE_LABELS`."""
+    rare = np.zeros(256, bool)
+    rare[list(RARE_LABELS)] = True
+    found = []
+    for i in range(0, len(labels), chunk):
+        part = np.asarray(labels[i:i + chunk])
+        counts = rare[part].reshape(len(part), -1).sum(1)
+        found.extend((i + np.flatnonzero(counts >= RARE_MIN_PIXELS)).tolist())
+    return np.asarray(found, np.int64)
+
+
+def mixed_batch(step: int, batch: int, n: int, rare: np.ndarray, fraction: float,
+                seed: int) -> np.ndarray:
+    """Batch ``step``: ``round(fraction * batch)`` persons from ``rare`` (their own seeded
+    epochs), the rest from all ``n``; depends only on (seed, step)."""
+    k = int(round(fraction * batch)) if len(rare) else 0
+    common = batch_indices(step, batch - k, n, seed)
+    if not k:
+        return common
+    return np.concatenate([common, rare[batch_indices(step, k, len(rare), seed + 1)]])
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − mean soft Dice over the classes present in ``target``.
+
+    logits: (B, L, H, W) float; target: (B, H, W) long in 0..L-1. Each class counts once,
+    however few its pixels, which is what the mean IoU rewards."""
+    prob = logits.float().softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()
+    inter = (prob * onehot).sum((0, 2, 3))
+    size = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    dice = 2 * inter[present] / size[present].clamp_min(1e-6)
+    return 1 - dice.mean()
 
 
 @torch.inference_mode()
@@ -131,6 +187,10 @@ def train(args: argparse.Namespace) -> dict:
         BACKGROUND_COUNT, args.seed, _textures(args.dataroot, TEXTURE_COUNT, args.seed)))
 
     model = PersonParser(ParserConfig()).to(device)
+    init_card = _load_init(model, args.init) if args.init else None
+    rare = rare_persons(labels[:n_train]) if args.rare_fraction > 0 else np.zeros(0, np.int64)
+    if args.rare_fraction > 0:
+        log.info("%d of %d train persons show a rare label", len(rare), n_train)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     state_file = args.workdir / "last.pt"
     step = 0
@@ -145,7 +205,7 @@ def train(args: argparse.Namespace) -> dict:
     started = time.time()
     bar = tqdm(total=args.steps, initial=step, desc="train_parser", unit="step", smoothing=0.05)
     while step < args.steps:
-        idx = np.sort(batch_indices(step, args.batch, n_train, args.seed))
+        idx = np.sort(mixed_batch(step, args.batch, n_train, rare, args.rare_fraction, args.seed))
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         x, y = augment(torch.from_numpy(np.asarray(images[idx])),
                        torch.from_numpy(np.asarray(labels[idx])), backgrounds, gen)
@@ -154,6 +214,8 @@ def train(args: argparse.Namespace) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             logits = model(x.to(device))
         loss = F.cross_entropy(logits.float(), y.to(device))
+        if args.dice:
+            loss = loss + args.dice * soft_dice_loss(logits, y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -182,7 +244,9 @@ def train(args: argparse.Namespace) -> dict:
                    "lr": args.lr, "weight_decay": args.weight_decay, "schedule":
                    f"linear warm-up {WARMUP_STEPS} steps, cosine to 0", "seed": args.seed,
                    "bf16_autocast": args.bf16, "augment": asdict(Augment()),
-                   "backgrounds": BACKGROUND_COUNT, "garment_textures": TEXTURE_COUNT},
+                   "backgrounds": BACKGROUND_COUNT, "garment_textures": TEXTURE_COUNT,
+                   "rare_fraction": args.rare_fraction, "rare_labels": list(RARE_LABELS),
+                   "dice": args.dice},
         "trained_on": {"device": str(device), "torch": torch.__version__,
                        "machine": platform.processor() or platform.machine(),
                        "seconds_this_run": round(time.time() - started)},
@@ -190,12 +254,44 @@ def train(args: argparse.Namespace) -> dict:
                            "miou": round(ious["miou"], 4),
                            "per_class": {str(k): (None if v is None else round(v, 4))
                                          for k, v in ious["per_class"].items()}},
-        "retrain": "python -m training.train_parser --dataroot DATA/train --workdir /tmp/parser_run "
-                   f"--out vton_preprocess/assets/person_parser.pt --steps {args.steps}"
-                   + (" --bf16" if args.bf16 else ""),
+        "retrain": _retrain_commands(args, init_card),
     }
+    if init_card is not None:
+        card["init"] = {"sha256": init_card["sha256"], "recipe": init_card["recipe"],
+                        **({"history": init_card["history"]} if "history" in init_card else {})}
     save_parser(model.cpu(), args.out, card)
     return json.loads(args.out.with_suffix(".json").read_text())
+
+
+def _load_init(model: PersonParser, path: Path) -> dict:
+    """Load a previous phase's weights (strict keys and shapes) into ``model``; returns its card."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in state.items()}, strict=True)
+    card = json.loads(card_path(path).read_text())
+    if card.get("sha256") != file_sha256(path):
+        raise SystemExit(f"train_parser: {path.name} does not match its card's sha256")
+    log.info("initialised from %s (sha256 %s)", path.name, card["sha256"][:12])
+    return card
+
+
+def _retrain_commands(args: argparse.Namespace, init_card: dict | None) -> list[str]:
+    """The commands that rebuild these weights from the data: the ``--init`` phase's own, then
+    this run's (its first phase written to /tmp/parser_phase1.pt)."""
+    earlier = [] if init_card is None else init_card.get("retrain", [])
+    earlier = [earlier] if isinstance(earlier, str) else list(earlier)
+    if earlier:
+        earlier[-1] = earlier[-1].replace("--out vton_preprocess/assets/person_parser.pt",
+                                          "--out /tmp/parser_phase1.pt")
+    workdir = "/tmp/parser_run" if init_card is None else "/tmp/parser_run2"
+    cmd = (f"python -m training.train_parser --dataroot DATA/train --workdir {workdir} "
+           f"--out vton_preprocess/assets/person_parser.pt --steps {args.steps}"
+           + (f" --lr {args.lr:g}" if args.lr != 3e-3 else "")
+           + (" --init /tmp/parser_phase1.pt" if init_card is not None else "")
+           + (f" --rare-fraction {args.rare_fraction:g}" if args.rare_fraction else "")
+           + (f" --dice {args.dice:g}" if args.dice else "")
+           + (" --bf16" if args.bf16 else ""))
+    return [*earlier, cmd]
 
 
 def main(argv=None) -> None:
