@@ -98,3 +98,43 @@ def test_few_steps_lower_the_loss_and_resume_matches(tmp_path, monkeypatch):
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_rare_label_batches_are_deterministic_and_dice_rewards_every_class():
+    from training.train_parser import RARE_MIN_PIXELS, mixed_batch, rare_persons, soft_dice_loss
+
+    labels = np.zeros((10, 16, 8), np.uint8)
+    labels[3] = 6                                    # a dress over the whole map
+    labels[7, :RARE_MIN_PIXELS // 8 + 1] = 16        # a leg just above the pixel floor
+    labels[8, 0, :4] = 12                            # a few skirt pixels: below it
+    rare = rare_persons(labels, chunk=4)
+    assert rare.tolist() == [3, 7]
+    batch = mixed_batch(5, 8, 10, rare, 0.5, seed=0)
+    assert len(batch) == 8 and np.isin(batch[4:], rare).all()
+    assert (batch == mixed_batch(5, 8, 10, rare, 0.5, seed=0)).all()
+    assert (mixed_batch(5, 8, 10, rare, 0.0, seed=0) == mixed_batch(5, 8, 10, rare[:0], 0.5, 0)).all()
+
+    target = torch.from_numpy(labels[[3, 7]].astype(np.int64))
+    exact = F.one_hot(target, 21).permute(0, 3, 1, 2).float() * 50
+    assert float(soft_dice_loss(exact, target)) < 1e-3
+    assert float(soft_dice_loss(torch.zeros_like(exact), target)) > 0.5
+
+
+@pytest.mark.slow
+def test_a_second_phase_starts_from_the_first_and_its_card_lists_both(tmp_path):
+    from training.train_parser import parse_args, train
+    from vton_preprocess.parser import load_parser
+
+    first = train(_args(tmp_path, 3, "phase1"))
+    second_args = parse_args([
+        "--dataroot", str(VITON / "test"), "--workdir", str(tmp_path / "phase2"),
+        "--out", str(tmp_path / "phase2" / "parser.pt"), "--steps", "2", "--batch", "2",
+        "--val", "1", "--threads", "1", "--init", str(tmp_path / "phase1" / "parser.pt"),
+        "--rare-fraction", "0.5", "--dice", "1"])
+    card = train(second_args)
+    assert card["init"]["sha256"] == first["sha256"]
+    assert card["recipe"]["rare_fraction"] == 0.5 and card["recipe"]["dice"] == 1.0
+    assert len(card["retrain"]) == 2
+    assert "--out /tmp/parser_phase1.pt" in card["retrain"][0]
+    assert "--init /tmp/parser_phase1.pt" in card["retrain"][1]
+    load_parser(tmp_path / "phase2" / "parser.pt")
