@@ -4,8 +4,9 @@ The pure functions here turn (person image, parse labels, body mask, COCO-18 key
 22-channel cloth-agnostic person representation of spec §3; the dataset and the inference code
 both call them, so there is one copy of this logic.
 
-Tensors are float32, C×H×W at the model size (256×192), normalised to [-1, 1] as
-``(x/255 − 0.5)/0.5`` unless stated otherwise.
+Arrays are numpy float32, C×H×W at the model size (256×192), normalised to [-1, 1] as
+``(x/255 − 0.5)/0.5`` unless stated otherwise. Nothing here imports torch (the OpenVINO serving
+path never does); a ``torch.utils.data.DataLoader`` collates the dataset's arrays into tensors.
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from networks import DEFAULT_CONFIG, CPVTONConfig
 from vton_core.images import load_label_map, load_mask, load_rgb
+from vton_core.model_spec import DEFAULT_CONFIG, CPVTONConfig
 
 # LIP / CIHP labels (spec §4).
 LABELS = {
@@ -49,14 +49,16 @@ STAGES = tuple(HEAD_LABELS)
 # ------------------------------------------------------------------------------------------------
 # Pure functions
 # ------------------------------------------------------------------------------------------------
-def normalize(a: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 H×W×C (or H×W) → float32 C×H×W (or 1×H×W) in [-1, 1], as ToTensor + Normalize(0.5, 0.5)."""
-    t = torch.from_numpy(np.array(a, dtype=np.uint8))
-    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
-    return (t.float() / 255 - 0.5) / 0.5
+def normalize(a: np.ndarray) -> np.ndarray:
+    """uint8 H×W×C (or H×W) → float32 C×H×W (or 1×H×W) in [-1, 1], as ToTensor + Normalize(0.5, 0.5)
+    (the same float32 operations, so the same bits)."""
+    t = np.asarray(a, dtype=np.uint8)
+    t = t[None] if t.ndim == 2 else t.transpose(2, 0, 1)
+    return np.ascontiguousarray((t.astype(np.float32) / np.float32(255) - np.float32(0.5))
+                                / np.float32(0.5))
 
 
-def body_shape(body_mask: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> torch.Tensor:
+def body_shape(body_mask: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Body mask H×W (bool or 0/255) → blurred shape channel 1×H×W in [-1, 1].
 
     As the reference: an 8-bit image, PIL BILINEAR down to (W/16, H/16) and back to (W, H).
@@ -75,26 +77,26 @@ def label_mask(parse: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     return lut[parse]
 
 
-def head_image(image: torch.Tensor, parse: np.ndarray, stage: str) -> torch.Tensor:
-    """Person 3×H×W in [-1, 1] → the kept regions of ``stage`` (RGB), −1 elsewhere.
+def head_image(image: np.ndarray, parse: np.ndarray, stage: str) -> np.ndarray:
+    """Person 3×H×W float32 in [-1, 1] → the kept regions of ``stage`` (RGB), −1 elsewhere.
 
     Equal to the reference's ``image · keep − (1 − keep)`` for finite images.
     """
-    keep = torch.from_numpy(label_mask(parse, HEAD_LABELS[stage]))
-    return torch.where(keep, image, torch.tensor(-1.0, dtype=image.dtype))
+    keep = label_mask(parse, HEAD_LABELS[stage])
+    return np.where(keep, image, np.float32(-1.0)).astype(np.float32, copy=False)
 
 
-def pose_maps(keypoints: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> torch.Tensor:
+def pose_maps(keypoints: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> np.ndarray:
     """COCO-18 keypoints (K×2 or K×3, pixel coordinates at the model size) → K×H×W in {−1, 1}.
 
     Each point with ``x > 1 and y > 1`` becomes a filled square of half-size ``cfg.pose_radius``,
     rasterised exactly as PIL's ``ImageDraw.rectangle((x−r, y−r, x+r, y+r))`` in the reference:
     corners truncated towards zero, both ends inclusive, clipped to the image. One slice fill
-    per present keypoint into a −1 tensor (no per-keypoint image).
+    per present keypoint into a −1 float32 array (no per-keypoint image).
     """
     kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, np.shape(keypoints)[-1])[:, :2]
     r = cfg.pose_radius
-    out = torch.full((len(kp), cfg.height, cfg.width), -1.0)
+    out = np.full((len(kp), cfg.height, cfg.width), -1.0, np.float32)
     lo = np.maximum(np.trunc(kp - r).astype(np.int64), 0)              # K×2 (x0, y0), clipped
     hi = np.trunc(kp + r).astype(np.int64) + 1                          # K×2 exclusive ends
     for k in np.flatnonzero((kp[:, 0] > 1) & (kp[:, 1] > 1)):
@@ -102,9 +104,9 @@ def pose_maps(keypoints: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG) -> torc
     return out
 
 
-def person_representation(image: torch.Tensor, parse: np.ndarray, body_mask: np.ndarray,
+def person_representation(image: np.ndarray, parse: np.ndarray, body_mask: np.ndarray,
                           keypoints: np.ndarray, stage: str,
-                          cfg: CPVTONConfig = DEFAULT_CONFIG) -> torch.Tensor:
+                          cfg: CPVTONConfig = DEFAULT_CONFIG) -> np.ndarray:
     """The 22-channel agnostic representation ``[shape, head(3), pose(18)]`` for one stage.
 
     image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool;
@@ -112,22 +114,22 @@ def person_representation(image: torch.Tensor, parse: np.ndarray, body_mask: np.
     """
     if stage not in HEAD_LABELS:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-    return torch.cat([body_shape(body_mask, cfg), head_image(image, parse, stage),
-                      pose_maps(keypoints, cfg)], 0)
+    return np.concatenate([body_shape(body_mask, cfg), head_image(image, parse, stage),
+                           pose_maps(keypoints, cfg)], 0)
 
 
-def person_representations(image: torch.Tensor, parse: np.ndarray, body_mask: np.ndarray,
+def person_representations(image: np.ndarray, parse: np.ndarray, body_mask: np.ndarray,
                            keypoints: np.ndarray, cfg: CPVTONConfig = DEFAULT_CONFIG
-                           ) -> dict[str, torch.Tensor]:
+                           ) -> dict[str, np.ndarray]:
     """Both stages' representations, sharing the shape and pose channels: {"GMM": 22×H×W, "TOM": …}."""
     shape = body_shape(body_mask, cfg)
     pose = pose_maps(keypoints, cfg)
-    return {s: torch.cat([shape, head_image(image, parse, s), pose], 0) for s in STAGES}
+    return {s: np.concatenate([shape, head_image(image, parse, s), pose], 0) for s in STAGES}
 
 
-def cloth_mask_tensor(mask: np.ndarray) -> torch.Tensor:
+def cloth_mask_array(mask: np.ndarray) -> np.ndarray:
     """Binary mask H×W (bool) → 1×H×W float32 in {0, 1} (the GMM's mask input is not normalised)."""
-    return torch.from_numpy(np.asarray(mask, dtype=bool).astype(np.float32)).unsqueeze(0)
+    return np.asarray(mask, dtype=bool).astype(np.float32)[None]
 
 
 def keypoints_from_openpose(data: Mapping | Sequence, num_keypoints: int = 18) -> np.ndarray:
@@ -194,8 +196,8 @@ def draw_grid(cfg: CPVTONConfig = DEFAULT_CONFIG, spacing: int = GRID_SPACING) -
     return Image.fromarray(a, "RGB")
 
 
-def grid_image_tensor(cfg: CPVTONConfig = DEFAULT_CONFIG) -> torch.Tensor:
-    """grid.png (beside this file) as 3×H×W in [-1, 1]; drawn anew if the file is absent."""
+def grid_image_array(cfg: CPVTONConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """grid.png (beside this file) as 3×H×W float32 in [-1, 1]; drawn anew if the file is absent."""
     im = Image.open(GRID_IMAGE).convert("RGB") if GRID_IMAGE.is_file() else draw_grid(cfg)
     if im.size != (cfg.width, cfg.height):
         im = im.resize((cfg.width, cfg.height), Image.NEAREST)
@@ -215,11 +217,12 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-class CPDataset(torch.utils.data.Dataset):
+class CPDataset:
     """VITON-format dataset: ``<root>/<datamode>/{image, image-parse-new, image-mask, pose,
-    cloth, cloth-mask}`` and a pairs file.
+    cloth, cloth-mask}`` and a pairs file. A map-style dataset for ``torch.utils.data.DataLoader``
+    (whose collation turns the arrays into tensors).
 
-    Each item is a dict: ``im_name``, ``c_name``; ``image`` 3×H×W, ``cloth`` 3×H×W in [-1, 1];
+    Each item is a dict of numpy arrays: ``im_name``, ``c_name``; ``image`` 3×H×W, ``cloth`` 3×H×W in [-1, 1];
     ``cloth_mask`` 1×H×W in {0, 1}; ``agnostic`` (this stage's) and ``agnostic_gmm`` /
     ``agnostic_tom`` 22×H×W; ``parse_cloth`` 1×H×W in {0, 1} (the person's upper-body garment);
     ``parse`` H×W int64 labels; ``keypoints`` 18×3. With ``stage="TOM"`` and ``warp_dir`` given,
@@ -255,7 +258,7 @@ class CPDataset(torch.utils.data.Dataset):
         root = self.root
         image = normalize(np.asarray(self._checked_rgb(root / "image" / im_name)))
         cloth = normalize(np.asarray(self._checked_rgb(root / "cloth" / c_name)))
-        cloth_mask = cloth_mask_tensor(load_mask(root / "cloth-mask" / c_name, threshold=MASK_THRESHOLD))
+        cloth_mask = cloth_mask_array(load_mask(root / "cloth-mask" / c_name, threshold=MASK_THRESHOLD))
         parse = load_label_map(root / "image-parse-new" / f"{stem}.png")
         body = load_mask(root / "image-mask" / f"{stem}.png", threshold=1)
         keypoints = load_keypoints(root / "pose" / f"{stem}_keypoints.json")
@@ -263,12 +266,12 @@ class CPDataset(torch.utils.data.Dataset):
         item = {
             "im_name": im_name, "c_name": c_name, "image": image, "cloth": cloth,
             "cloth_mask": cloth_mask, "agnostic": reps[self.stage], "agnostic_gmm": reps["GMM"],
-            "agnostic_tom": reps["TOM"], "parse": torch.from_numpy(parse.astype(np.int64)),
-            "parse_cloth": torch.from_numpy(label_mask(parse, CLOTH_LABELS).astype(np.float32))[None],
-            "keypoints": torch.from_numpy(keypoints),
+            "agnostic_tom": reps["TOM"], "parse": parse.astype(np.int64),
+            "parse_cloth": label_mask(parse, CLOTH_LABELS).astype(np.float32)[None],
+            "keypoints": keypoints,
         }
         if self.stage == "TOM" and self.warp_dir is not None:
             item["warped_cloth"] = normalize(np.asarray(self._checked_rgb(self.warp_dir / "warp-cloth" / im_name)))
-            item["warped_mask"] = cloth_mask_tensor(
+            item["warped_mask"] = cloth_mask_array(
                 load_mask(self.warp_dir / "warp-mask" / im_name, threshold=MASK_THRESHOLD))
         return item

@@ -9,19 +9,23 @@ GMM(agnostic, cloth mask) → TPS grid → warp cloth and mask → TOM(agnostic,
 warped mask ≥ 0.5) → rendered person and composition mask → try-on. ``prepare_person`` /
 ``prepare_cloth`` do the per-image work once (so a person can be reused with many garments);
 ``run`` does one batched forward pass per stage.
+
+torch is imported only where PyTorch runs the networks: with the OpenVINO backend and a warm export
+cache, preparing, running and composing a try-on is numpy, PIL and OpenVINO alone (cold start and
+memory; see README_RUNPOD.md § Performance). Prepared inputs are numpy arrays on either backend.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 import cp_dataset
@@ -29,25 +33,16 @@ from cp_dataset import (
     CLOTH_LABELS,
     LABELS,
     MASK_THRESHOLD,
-    cloth_mask_tensor,
+    cloth_mask_array,
     keypoints_from_openpose,
     normalize,
     person_representations,
 )
-from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
+from vton_core.checkpoints import GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256
+from vton_core.devices import resolve_device_name
 from vton_core.errors import CheckpointError, InvalidInput, NoCloth, NoPerson, VTONError
 from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
-from vton_core.weights import (
-    GMM_FILE,
-    TOM_FILE,
-    WeightsInfo,
-    checked_file_sha256,
-    file_is_random_recipe,
-    is_random_recipe,
-    load_checkpoint,
-    random_weights,
-    state_dict_sha256,
-)
+from vton_core.model_spec import BACKENDS, DEFAULT_CONFIG, OUTPUT_SIZES, PRECISIONS, CPVTONConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +51,15 @@ PAIR_KEYS = ("person", "cloth", "parse", "pose", "person_mask", "cloth_mask")
 #: One pair for ``try_on_batch``: ``(person, cloth)`` or a mapping of :data:`PAIR_KEYS`.
 PairInput = Union[Sequence[Any], Mapping[str, Any]]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-#: Where the networks run: PyTorch eager, or one OpenVINO graph (CPU only; see openvino_backend).
-BACKENDS = ("torch", "openvino")
 #: The export-cache name of the whole-pipeline OpenVINO graph.
 PIPELINE_GRAPH = "cpvton_pipeline"
 #: Folder of the export cache inside the checkpoint folder, unless another one is given.
 OPENVINO_CACHE_SUBDIR = "openvino"
-OUTPUT_SIZES = ("original", "model")
 #: Parse labels that the try-on replaces when the result is pasted back into a photo:
 #: the upper-body garment and the arms (the new garment may have other sleeves).
 REPLACED_LABELS = CLOTH_LABELS + (14, 15)
 #: The highest parse label CP-VTON+ knows (20, the neck); a caller's parse may hold 0..MAX_LABEL.
 MAX_LABEL = max(LABELS.values())
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: Field names of the preprocessing API → the predictor's names (used in its errors).
 _PERSON_FIELDS = {"image": "person_image", "pose": "person_pose", "parse": "person_parse",
                   "body_mask": "person_mask"}
@@ -82,14 +72,14 @@ _PERSON_FIELDS = {"image": "person_image", "pose": "person_pose", "parse": "pers
 class PreparedPerson:
     """A person ready for the networks (model size H×W = 256×192).
 
-    image: 3×H×W in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
+    image: 3×H×W float32 in [-1, 1]; parse: H×W uint8 labels; body_mask: H×W bool; keypoints: 18×3 in
     model pixels; original: the photo as received (RGB); framing: how it maps to the model crop
     (``None`` when the photo already is 192×256 and was used as is). The two 22-channel
     representations are derived on demand (:meth:`representations`) rather than stored;
     :attr:`nbytes` is what the person holds (the worker's cache budget counts it).
     """
 
-    image: torch.Tensor
+    image: np.ndarray
     parse: np.ndarray
     body_mask: np.ndarray
     keypoints: np.ndarray
@@ -103,23 +93,24 @@ class PreparedPerson:
     @property
     def nbytes(self) -> int:
         """Bytes this person holds: its model-size arrays and the photo (bytes per pixel × W × H)."""
-        arrays = (self.image.element_size() * self.image.nelement() + self.parse.nbytes
+        arrays = (self.image.nbytes + self.parse.nbytes
                   + self.body_mask.nbytes + np.asarray(self.keypoints).nbytes)
         photo = self.original.width * self.original.height * len(self.original.getbands())
         return int(arrays + photo)
 
-    def representations(self) -> dict[str, torch.Tensor]:
-        """{"GMM": 22×H×W, "TOM": 22×H×W} in [-1, 1] (spec §3)."""
+    def representations(self) -> dict[str, np.ndarray]:
+        """{"GMM": 22×H×W, "TOM": 22×H×W} float32 in [-1, 1] (spec §3)."""
         return person_representations(self.image, self.parse, self.body_mask, self.keypoints,
                                       self.cfg)
 
 
 @dataclass
 class PreparedCloth:
-    """A garment ready for the networks: cloth 3×H×W in [-1, 1], mask 1×H×W in {0, 1}."""
+    """A garment ready for the networks: cloth 3×H×W float32 in [-1, 1], mask 1×H×W float32 in
+    {0, 1}."""
 
-    cloth: torch.Tensor
-    mask: torch.Tensor
+    cloth: np.ndarray
+    mask: np.ndarray
     original: Image.Image
     notes: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -150,21 +141,24 @@ class TryOnResult:
 
 
 # ------------------------------------------------------------------------------------------------
-# Tensor ↔ image helpers (pure)
+# Array ↔ image helpers (pure)
 # ------------------------------------------------------------------------------------------------
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """C×H×W in [-1, 1] → H×W×C (or H×W) uint8, as the reference saved images:
-    ``(x + 1) · 0.5 · 255``, clamped, truncated."""
-    a = ((x.detach().float().cpu() + 1) * 0.5 * 255).clamp(0, 255).numpy().astype(np.uint8)
+def to_uint8(x) -> np.ndarray:
+    """C×H×W in [-1, 1] (numpy array or torch tensor) → H×W×C (or H×W) uint8, as the reference
+    saved images: ``(x + 1) · 0.5 · 255`` in float32, clamped, truncated."""
+    if hasattr(x, "detach"):                   # a torch tensor, on any device
+        x = x.detach().float().cpu().numpy()
+    a = np.asarray(x, dtype=np.float32)
+    a = np.clip((a + np.float32(1)) * np.float32(0.5) * np.float32(255), 0, 255).astype(np.uint8)
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """C×H×W in [-1, 1] (C = 1 or 3) → PIL L or RGB."""
+def tensor_to_pil(x) -> Image.Image:
+    """C×H×W in [-1, 1] (C = 1 or 3; numpy array or torch tensor) → PIL L or RGB."""
     return Image.fromarray(to_uint8(x))
 
 
-def mask_to_pil(m: torch.Tensor) -> Image.Image:
+def mask_to_pil(m) -> Image.Image:
     """1×H×W in [0, 1] → PIL L."""
     return tensor_to_pil(m * 2 - 1)
 
@@ -178,21 +172,12 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible")
-    return dev
-
-
-def _resolve_backend(backend: str, device: torch.device) -> tuple[str, str]:
+def _resolve_backend(backend: str, device: str) -> tuple[str, str]:
     """(backend, why): "auto" is OpenVINO on CPU (when it is installed, else PyTorch, logged),
     PyTorch on CUDA. An explicit "openvino" that cannot run raises at once."""
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, not {backend!r}")
-    if backend == "openvino" and device.type != "cpu":
+    if backend == "openvino" and device != "cpu":
         raise ValueError(f"the OpenVINO backend runs on the CPU, not on {device}; "
                          "use BACKEND=torch or auto with a GPU")
     if backend != "auto":
@@ -200,8 +185,8 @@ def _resolve_backend(backend: str, device: torch.device) -> tuple[str, str]:
             import openvino_backend
             openvino_backend.core()           # raises BackendUnavailable with the reason
         return backend, "requested"
-    if device.type != "cpu":
-        return "torch", f"auto: PyTorch on {device.type}"
+    if device != "cpu":
+        return "torch", f"auto: PyTorch on {device}"
     import openvino_backend
     try:
         openvino_backend.core()
@@ -212,7 +197,10 @@ def _resolve_backend(backend: str, device: torch.device) -> tuple[str, str]:
     return "openvino", "auto: OpenVINO on CPU"
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
+def _resolve_precision(precision: str, device) -> str:
+    """PyTorch's precision on ``device`` (a torch.device): "auto" → bf16 on CPUs with native bf16,
+    else fp32; on CUDA bf16, or fp16 where bf16 is unsupported."""
+    import torch
     if precision == "auto":
         if device.type != "cuda":
             return "bf16" if cpu_has_native_bf16() else "fp32"
@@ -229,6 +217,7 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
 
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    import torch
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # pragma: no cover - older builds
@@ -265,10 +254,10 @@ def _preprocess_module():
 class CPVTONNetworks:
     """GMM and TOM with their weights loaded, frozen, on ``device``; ``weights`` says which."""
 
-    gmm: torch.nn.Module
-    tom: torch.nn.Module
+    gmm: "torch.nn.Module"
+    tom: "torch.nn.Module"
     weights: WeightsInfo
-    device: torch.device
+    device: "torch.device"
     channels_last: bool
     cfg: CPVTONConfig = DEFAULT_CONFIG
     backend_reason: str = "requested"   # why PyTorch runs them (BACKEND=auto explains itself)
@@ -277,13 +266,16 @@ class CPVTONNetworks:
 @dataclass
 class OpenVINONetworks:
     """GMM → warp → TOM as one OpenVINO graph for the CPU (``model_path``: its IR in the export
-    cache), made from the weights that ``weights`` names. The predictor compiles it."""
+    cache ``cache_dir``), made from the weights that ``weights`` names. The predictor compiles
+    it; the person parser's export goes to the same cache. ``device`` is the string "cpu" (no
+    torch.device: this path does not import torch)."""
 
     model_path: Path
     weights: WeightsInfo
+    cache_dir: Path
     cfg: CPVTONConfig = DEFAULT_CONFIG
     backend_reason: str = "requested"
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: str = "cpu"
     channels_last: bool = False
 
 
@@ -300,8 +292,12 @@ class WeightSources:
     random: bool
 
 
-def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple[torch.nn.Module, torch.nn.Module, WeightsInfo]:
+def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple:
     """(gmm, tom, WeightsInfo) on the CPU, frozen: the files loaded strictly, or the random weights."""
+    import torch
+
+    from networks import build_gmm, build_tom
+    from vton_core.weights import is_random_recipe, load_checkpoint, random_weights, state_dict_sha256
     # Built on the meta device (no random initialisation: it is replaced by the weights anyway,
     # and would cost cold-start time); the geometry buffers are computed for real.
     with torch.device("meta"):
@@ -323,34 +319,42 @@ def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple[torch.nn.Modu
 
 def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reason: str) -> OpenVINONetworks:
     """The pipeline graph from the export cache, exported on a miss. The key is the checkpoint
-    files' sha256, so a cache hit needs no torch weights at all."""
+    files' sha256 and whether they hold the random test weights is a fact the export recorded,
+    so a cache hit imports no torch and reads no weights."""
     import openvino_backend
     random_nets = None           # random weights are made in memory: their hash needs them
     if src.random:
         gmm, tom, weights = _load_networks(src, cfg)
         random_nets = (gmm, tom)
+        digests = (weights.gmm_sha256, weights.tom_sha256)
     else:
-        weights = WeightsInfo(checked_file_sha256(src.gmm_path, src.gmm_sha256),
-                              checked_file_sha256(src.tom_path, src.tom_sha256),
-                              random=file_is_random_recipe(src.gmm_path) or file_is_random_recipe(src.tom_path),
-                              gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
+        digests = (checked_file_sha256(src.gmm_path, src.gmm_sha256),
+                   checked_file_sha256(src.tom_path, src.tom_sha256))
 
-    def export(xml_path: Path) -> None:
+    def export(xml_path: Path) -> dict:
         from openvino_backend.pipeline_graph import export_pipeline
         if random_nets is not None:
             export_pipeline(*random_nets, xml_path)
-            return
+            return {"random": True}
         gmm, tom, loaded = _load_networks(src, cfg)
-        if (loaded.gmm_sha256, loaded.tom_sha256) != (weights.gmm_sha256, weights.tom_sha256):
+        if (loaded.gmm_sha256, loaded.tom_sha256) != digests:
             raise CheckpointError(f"{src.gmm_path} or {src.tom_path} changed while being loaded")
         export_pipeline(gmm, tom, xml_path)
+        return {"random": loaded.random}
 
-    identity = {"gmm_sha256": weights.gmm_sha256, "tom_sha256": weights.tom_sha256, "config": repr(cfg)}
+    identity = {"gmm_sha256": digests[0], "tom_sha256": digests[1], "config": repr(cfg)}
     path = openvino_backend.cached_model(cache_dir, PIPELINE_GRAPH, identity, export)
-    return OpenVINONetworks(path, weights, cfg, reason)
+    random = src.random or bool(openvino_backend.model_facts(path).get("random", False))
+    if random and not src.random:
+        log.warning("RANDOM WEIGHTS: %s / %s hold the deterministic random test weights "
+                    "(tools/make_random_checkpoints.py), not trained ones", src.gmm_path, src.tom_path)
+    weights = WeightsInfo(*digests, random=random,
+                          **({} if src.random else {"gmm_path": str(src.gmm_path),
+                                                    "tom_path": str(src.tom_path)}))
+    return OpenVINONetworks(path, weights, Path(cache_dir), cfg, reason)
 
 
-def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto", *,
+def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device="auto", *,
                 gmm_checkpoint: str | os.PathLike | None = None, tom_checkpoint: str | os.PathLike | None = None,
                 gmm_sha256: str | None = None, tom_sha256: str | None = None,
                 allow_random_weights: bool = False, channels_last: bool | str = "auto",
@@ -375,8 +379,8 @@ def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str |
     Raises :class:`vton_core.errors.CheckpointError` (naming the path) for a missing or malformed
     file, :class:`openvino_backend.BackendUnavailable` for ``backend="openvino"`` without OpenVINO.
     """
-    dev = _resolve_device(device)
-    chosen, reason = _resolve_backend(backend, dev)
+    device_name = resolve_device_name(device)
+    chosen, reason = _resolve_backend(backend, device_name)
     ckpt = Path(checkpoint_dir)
     gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
     tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
@@ -385,6 +389,8 @@ def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device: str |
     if chosen == "openvino":
         cache_dir = Path(openvino_cache_dir) if openvino_cache_dir else ckpt / OPENVINO_CACHE_SUBDIR
         return _build_openvino(src, cache_dir, cfg, reason)
+    import torch
+    dev = torch.device(device_name)
     gmm, tom, weights = _load_networks(src, cfg)
     nhwc = (dev.type == "cuda") if channels_last == "auto" else bool(channels_last)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
@@ -410,10 +416,11 @@ class CPVTONPlusModel:
         max_pixels: decoded-pixel limit per input image.
 
     ``backend`` is "torch" or "openvino" (then ``gmm`` and ``tom`` are None: the networks are
-    one compiled graph), ``backend_reason`` why.
+    one compiled graph, ``device`` is the string "cpu" and torch is not imported),
+    ``backend_reason`` why. The person parser runs on the same backend and precision.
     """
 
-    def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device: str | torch.device = "auto",
+    def __init__(self, checkpoint_dir: str | os.PathLike = "checkpoints", device="auto",
                  precision: str = "auto", *, networks: CPVTONNetworks | OpenVINONetworks | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, **build_options):
         if networks is None:
@@ -423,8 +430,8 @@ class CPVTONPlusModel:
         self.networks = networks
         self.weights, self.backend_reason = networks.weights, networks.backend_reason
         self.cfg, self.device, self.channels_last = networks.cfg, networks.device, networks.channels_last
-        self._memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self._graph = None
+        self._parser = None
         if isinstance(networks, OpenVINONetworks):
             import openvino_backend
             self.backend, self.gmm, self.tom = "openvino", None, None
@@ -434,7 +441,20 @@ class CPVTONPlusModel:
             self.backend, self.gmm, self.tom = "torch", networks.gmm, networks.tom
             self.precision = _resolve_precision(precision, self.device)
         self.max_pixels = max_pixels
-        self.grid_image = cp_dataset.grid_image_tensor(self.cfg)        # 3×H×W in [-1, 1]
+        self.grid_image = cp_dataset.grid_image_array(self.cfg)        # 3×H×W in [-1, 1]
+
+    @property
+    def person_parser(self):
+        """The learned person parser (:mod:`vton_preprocess`) on this model's backend: on
+        OpenVINO exported once into the networks' export cache; loaded on first use."""
+        if self._parser is None:
+            preprocess = _preprocess_module()
+            if self.backend == "openvino":
+                self._parser = preprocess.load_person_parser(
+                    "openvino", cache_dir=self.networks.cache_dir, precision=self.precision)
+            else:
+                self._parser = preprocess.load_person_parser("torch")
+        return self._parser
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -443,9 +463,11 @@ class CPVTONPlusModel:
         return self.cfg.width, self.cfg.height
 
     def _autocast(self):
+        import torch
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     # -- per-image preparation -----------------------------------------------------------------
     def prepare_person(self, person, *, parse=None, pose=None, person_mask=None) -> PreparedPerson:
@@ -491,7 +513,8 @@ class CPVTONPlusModel:
         else:
             with _person_field_names():
                 prepared = _preprocess_module().person_model_inputs(
-                    image, parse=parse_arr, pose=keypoints, body_mask=mask_arr)
+                    image, parse=parse_arr, pose=keypoints, body_mask=mask_arr,
+                    parser=self.person_parser)
             model_image, framing = prepared.image, prepared.framing
             parse_arr, mask_arr, keypoints = prepared.parse, prepared.body_mask, prepared.keypoints
             num_people, notes = prepared.num_people, tuple(prepared.notes)
@@ -522,7 +545,7 @@ class CPVTONPlusModel:
         _preprocess_module().check_garment_alone(image, mask)
         model_image, model_mask = self._fit_cloth(image, mask)
         return PreparedCloth(cloth=normalize(np.asarray(model_image)),
-                             mask=cloth_mask_tensor(model_mask), original=image,
+                             mask=cloth_mask_array(model_mask), original=image,
                              timings_ms={"cloth": _ms(t0)})
 
     def _fit_cloth(self, image: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarray]:
@@ -544,39 +567,54 @@ class CPVTONPlusModel:
         return canvas, np.asarray(mcanvas) >= MASK_THRESHOLD
 
     # -- the networks --------------------------------------------------------------------------
-    @torch.inference_mode()
-    def forward_tensors(self, agnostic_gmm: torch.Tensor, agnostic_tom: torch.Tensor,
-                        cloth: torch.Tensor, cloth_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The tensor API: one forward pass per stage for a batch.
+    def forward_tensors(self, agnostic_gmm, agnostic_tom, cloth, cloth_mask) -> dict:
+        """The tensor API: one forward pass per stage for a batch (torch tensors in and out).
 
         Inputs (on any device; moved to the model's): agnostic_gmm, agnostic_tom B×22×H×W in
         [-1, 1]; cloth B×3×H×W in [-1, 1]; cloth_mask B×1×H×W in {0, 1}.
         Returns float32 tensors on the model's device: theta B×50, grid B×H×W×2, warped_cloth
         B×3×H×W, warped_mask B×1×H×W (before binarising), rendered B×3×H×W, composite_mask
-        B×1×H×W, tryon B×3×H×W, and ``timings_ms`` is not included (see :meth:`run`).
+        B×1×H×W, tryon B×3×H×W, warped_grid B×3×H×W (grid.png warped by the grid); the
+        timings are not included (see :meth:`run`). On OpenVINO the graph runs and its arrays
+        are wrapped as tensors (this imports torch; :meth:`forward_arrays` does not).
         """
+        import torch
         if self._graph is not None:
-            return self._forward_openvino(agnostic_gmm, agnostic_tom, cloth, cloth_mask)
-        dev, fmt = self.device, self._memory_format
-        agnostic_gmm, agnostic_tom, cloth, cloth_mask = (
-            t.to(dev, non_blocking=True).contiguous(memory_format=fmt)
-            for t in (agnostic_gmm, agnostic_tom, cloth, cloth_mask))
-        with self._autocast():
-            grid, theta = self.gmm(agnostic_gmm, cloth_mask)                   # B×H×W×2, B×50
-            warped, warped_mask = warp_cloth(cloth, cloth_mask, grid)          # B×3×H×W, B×1×H×W
-            binary = (warped_mask >= 0.5).to(warped.dtype)
-            raw = self.tom(torch.cat([agnostic_tom, warped, binary], 1))       # B×4×H×W
-        rendered, composite, tryon = tom_outputs(raw.float(), warped.float())
+            return {name: torch.from_numpy(a) for name, a in self._forward_openvino(
+                agnostic_gmm, agnostic_tom, cloth, cloth_mask).items()}
+        from networks import tom_outputs, warp_cloth, warp_image
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        with torch.inference_mode():
+            agnostic_gmm, agnostic_tom, cloth, cloth_mask = (
+                torch.as_tensor(t).to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+                for t in (agnostic_gmm, agnostic_tom, cloth, cloth_mask))
+            with self._autocast():
+                grid, theta = self.gmm(agnostic_gmm, cloth_mask)               # B×H×W×2, B×50
+                warped, warped_mask = warp_cloth(cloth, cloth_mask, grid)      # B×3×H×W, B×1×H×W
+                binary = (warped_mask >= 0.5).to(warped.dtype)
+                raw = self.tom(torch.cat([agnostic_tom, warped, binary], 1))   # B×4×H×W
+            rendered, composite, tryon = tom_outputs(raw.float(), warped.float())
+            grid_image = torch.from_numpy(self.grid_image).to(self.device)
+            warped_grid = warp_image(grid_image.expand(len(grid), -1, -1, -1), grid.float())
         return {"theta": theta.float(), "grid": grid.float(), "warped_cloth": warped.float(),
                 "warped_mask": warped_mask.float(), "rendered": rendered,
-                "composite_mask": composite, "tryon": tryon}
+                "composite_mask": composite, "tryon": tryon, "warped_grid": warped_grid}
 
-    def _forward_openvino(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:meth:`forward_tensors` on the OpenVINO graph (same inputs, outputs and meaning)."""
+    def forward_arrays(self, agnostic_gmm: np.ndarray, agnostic_tom: np.ndarray,
+                       cloth: np.ndarray, cloth_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`forward_tensors` with numpy arrays in and out (float32, the same names, shapes
+        and meaning): what :meth:`run` calls. On OpenVINO no torch is involved."""
+        if self._graph is not None:
+            return self._forward_openvino(agnostic_gmm, agnostic_tom, cloth, cloth_mask)
+        out = self.forward_tensors(agnostic_gmm, agnostic_tom, cloth, cloth_mask)
+        return {name: t.cpu().numpy() for name, t in out.items()}      # .cpu() waits for CUDA
+
+    def _forward_openvino(self, *inputs) -> dict[str, np.ndarray]:
+        """The OpenVINO graph on numpy arrays (or CPU tensors) in ``PIPELINE_INPUTS`` order."""
         import openvino_backend
-        arrays = {name: t.detach().to("cpu", torch.float32).numpy()
-                  for name, t in zip(openvino_backend.PIPELINE_INPUTS, inputs)}
-        return {name: torch.from_numpy(a) for name, a in self._graph(arrays).items()}
+        arrays = {name: (a.detach().cpu().float().numpy() if hasattr(a, "detach") else a)
+                  for name, a in zip(openvino_backend.PIPELINE_INPUTS, inputs)}
+        return self._graph(arrays)
 
     def run(self, persons: PreparedPerson | Iterable[PreparedPerson],
             cloths: PreparedCloth | Iterable[PreparedCloth], *,
@@ -601,28 +639,23 @@ class CPVTONPlusModel:
         reps = [p.representations() for p in persons]
         rep_ms = _ms(t0)
         t0 = time.perf_counter()
-        out = self.forward_tensors(torch.stack([r["GMM"] for r in reps]),
-                                   torch.stack([r["TOM"] for r in reps]),
-                                   torch.stack([c.cloth for c in cloths]),
-                                   torch.stack([c.mask for c in cloths]))
-        with torch.inference_mode():
-            grids = warp_image(self.grid_image.to(self.device).expand(len(persons), -1, -1, -1),
-                               out["grid"])
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        out = self.forward_arrays(np.stack([r["GMM"] for r in reps]),
+                                  np.stack([r["TOM"] for r in reps]),
+                                  np.stack([c.cloth for c in cloths]),
+                                  np.stack([c.mask for c in cloths]))
         net_ms = _ms(t0)
         shared = {"representation": rep_ms, "networks": net_ms}
-        return [self._result(i, p, c, out, grids[i], output_size, shared)
+        return [self._result(i, p, c, out, output_size, shared)
                 for i, (p, c) in enumerate(zip(persons, cloths))]
 
     def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
-                grid_vis: torch.Tensor, output_size: str, batch_ms: dict) -> TryOnResult:
+                output_size: str, batch_ms: dict) -> TryOnResult:
         t0 = time.perf_counter()
         model_image = tensor_to_pil(out["tryon"][i])
         warped_mask = out["warped_mask"][i]
         image = model_image
         if output_size == "original" and person.framing is not None:
-            changed = replaced_region(person.parse, warped_mask[0].cpu().numpy())
+            changed = replaced_region(person.parse, warped_mask[0])
             image = person.framing.paste_back(person.original, model_image, changed)
         notes = person.notes + cloth.notes
         if self.weights.random:
@@ -631,7 +664,8 @@ class CPVTONPlusModel:
         result = TryOnResult(
             image=image, model_image=model_image, warped_cloth=tensor_to_pil(out["warped_cloth"][i]),
             warped_mask=mask_to_pil(warped_mask), rendered=tensor_to_pil(out["rendered"][i]),
-            composite_mask=mask_to_pil(out["composite_mask"][i]), warped_grid=tensor_to_pil(grid_vis),
+            composite_mask=mask_to_pil(out["composite_mask"][i]),
+            warped_grid=tensor_to_pil(out["warped_grid"][i]),
             parse=person.parse, keypoints=person.keypoints, random_weights=self.weights.random,
             notes=notes, timings_ms=timings)
         result.timings_ms["postprocess"] = _ms(t0)

@@ -12,45 +12,12 @@ TOM's bilinear ×2 up-sampling uses ``align_corners=False`` (the 0.4.x default).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class CPVTONConfig:
-    """Everything that sizes the model. The defaults are those of the published checkpoints."""
-
-    height: int = 256              # model input/output height (pixels)
-    width: int = 192               # model input/output width (pixels)
-    grid_size: int = 5             # TPS control points per side
-    pose_radius: int = 5           # half-size of the square drawn per keypoint
-    num_keypoints: int = 18        # COCO-18
-    ngf: int = 64                  # base width of both networks
-    gmm_downsamplings: int = 4     # stride-2 convs in each GMM feature extractor
-    tom_downsamplings: int = 6     # U-Net depth
-    max_channels: int = 512
-
-    @property
-    def agnostic_channels(self) -> int:
-        """shape (1) + head RGB (3) + one map per keypoint."""
-        return 1 + 3 + self.num_keypoints
-
-    @property
-    def feature_size(self) -> tuple[int, int]:
-        """(h, w) of the GMM feature maps: 16×12 at 256×192."""
-        f = 2 ** self.gmm_downsamplings
-        return self.height // f, self.width // f
-
-    @property
-    def num_control_points(self) -> int:
-        return self.grid_size * self.grid_size
-
-
-DEFAULT_CONFIG = CPVTONConfig()
+from vton_core.model_spec import DEFAULT_CONFIG, CPVTONConfig  # noqa: F401 - re-exported
 
 # Channels of the TOM input: agnostic (22) + warped cloth RGB (3) + warped cloth mask (1).
 CLOTH_CHANNELS = 3

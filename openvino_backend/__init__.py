@@ -13,9 +13,10 @@ from openvino_backend.export_cache import (
                                            cached_model,
                                            entry_dir,
                                            entry_problem,
+                                           model_facts,
 )
 from openvino_backend.runtime import BackendUnavailable, CompiledGraph, core, cpu_capabilities, resolve_precision
 
 __all__ = ["FORMAT_VERSION", "PIPELINE_INPUTS", "PIPELINE_OUTPUTS", "BackendUnavailable",
            "CompiledGraph", "cached_model", "core", "cpu_capabilities", "entry_dir",
-           "entry_problem", "resolve_precision"]
+           "entry_problem", "model_facts", "resolve_precision"]

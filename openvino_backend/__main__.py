@@ -1,9 +1,10 @@
-"""Fill the OpenVINO export cache for a checkpoint folder (the image build runs this when the
-weights are baked, so that a cold start only reads and compiles the saved model):
+"""Fill the OpenVINO export cache for a checkpoint folder — the try-on pipeline's graph and the
+person parser's (the image build runs this when the weights are baked, so that a cold start only
+reads and compiles the saved models):
 
     python -m openvino_backend CHECKPOINT_DIR [--cache-dir DIR]
 
-Exits 0 with the entry's folder printed, or 1 with the reason (missing or malformed checkpoint,
+Exits 0 with the pipeline entry's folder printed (the parser's is logged), or 1 with the reason (missing or malformed checkpoint,
 OpenVINO not installed, cache not writable).
 """
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         # fp32: compiling works on any CPU; the cache holds the same IR for every precision.
         model = CPVTONPlusModel(args.checkpoint_dir, device="cpu", precision="fp32",
                                 backend="openvino", openvino_cache_dir=args.cache_dir)
+        runner = model.person_parser                 # exported into the same cache folder
+        logging.getLogger("openvino_backend").info("person parser ready (sha256 %s)",
+                                                   runner.sha256[:12])
     except (CheckpointError, BackendUnavailable, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ model is exported once per *identity* (e.g. the sha256 of its checkpoint files, 
 package's export format and the OpenVINO version) and kept in ``<cache_dir>/<name>-<key>/``:
 
     model.xml, model.bin     the OpenVINO IR (fp32 weights; the precision is chosen at compile time)
-    manifest.json            the identity and the sha256 of both IR files
+    manifest.json            the identity, the sha256 of both IR files, and the facts the
+                             export learned about its source (e.g. ``random``: the checkpoint
+                             holds the random test weights), read back by :func:`model_facts`
 
 An entry is written in a temporary folder beside it and renamed into place (atomic: a reader sees a
 complete entry or none). It is validated on every load: a manifest that does not parse, names
@@ -33,7 +35,7 @@ from vton_core.digest import file_sha256
 log = logging.getLogger(__name__)
 
 #: Bump when an exported graph changes meaning: older entries are then rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: Permissions of an entry's folder: written by its owner, readable by everyone.
 ENTRY_MODE = 0o755
@@ -41,9 +43,11 @@ MODEL_FILES = ("model.xml", "model.bin")
 #: The try-on pipeline's graph: its input and output names (``forward_tensors``' keys, in order).
 PIPELINE_INPUTS = ("agnostic_gmm", "agnostic_tom", "cloth", "cloth_mask")
 PIPELINE_OUTPUTS = ("theta", "grid", "warped_cloth", "warped_mask", "rendered", "composite_mask",
-                    "tryon")
+                    "tryon", "warped_grid")
 
-Exporter = Callable[[Path], None]
+#: Writes ``model.xml`` (and ``.bin``) at the path it is given; may return JSON-able facts about
+#: what it exported, kept in the manifest.
+Exporter = Callable[[Path], Optional[dict]]
 
 
 def openvino_version() -> str:
@@ -93,9 +97,7 @@ def _write_entry(cache_dir: Path, entry: Path, identity: dict, export: Exporter)
         # mkdtemp makes the folder private (0700); the entry must be readable by other users,
         # e.g. the image's non-root worker reading what the build wrote as root.
         os.chmod(tmp, ENTRY_MODE)
-        export(tmp / MODEL_FILES[0])
-        hashes = {file: file_sha256(tmp / file) for file in MODEL_FILES}
-        (tmp / MANIFEST).write_text(json.dumps({"identity": identity, "files": hashes}, indent=1))
+        _export_with_manifest(tmp, identity, export)
         if entry.exists():                      # a corrupt or stale entry: move it out of the way
             stale = Path(tempfile.mkdtemp(prefix=f".{entry.name}.stale.", dir=cache_dir))
             os.replace(entry, stale / "old")
@@ -109,12 +111,28 @@ def _write_entry(cache_dir: Path, entry: Path, identity: dict, export: Exporter)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _private_export(name: str, export: Exporter) -> Path:
+def _export_with_manifest(folder: Path, identity: dict, export: Exporter) -> None:
+    """Run ``export`` into ``folder`` and write the manifest (identity, file hashes, facts)."""
+    facts = export(folder / MODEL_FILES[0]) or {}
+    hashes = {file: file_sha256(folder / file) for file in MODEL_FILES}
+    (folder / MANIFEST).write_text(json.dumps({"identity": identity, "files": hashes,
+                                               "facts": facts}, indent=1))
+
+
+def _private_export(name: str, identity: dict, export: Exporter) -> Path:
     """Export into a process-private temporary folder (removed at exit)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}-openvino-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    export(tmp / MODEL_FILES[0])
+    _export_with_manifest(tmp, identity, export)
     return tmp / MODEL_FILES[0]
+
+
+def model_facts(xml_path: Path) -> dict:
+    """The facts the export recorded for the model at ``xml_path`` (a path that
+    :func:`cached_model` returned, so its manifest was validated); {} when it recorded none."""
+    manifest = json.loads((Path(xml_path).parent / MANIFEST).read_text())
+    facts = manifest.get("facts", {})
+    return facts if isinstance(facts, dict) else {}
 
 
 def cached_model(cache_dir: Path, name: str, identity: Mapping[str, str], export: Exporter) -> Path:
@@ -141,7 +159,7 @@ def cached_model(cache_dir: Path, name: str, identity: Mapping[str, str], export
         log.warning("OpenVINO export cache folder %s is not writable (%s): exporting for this "
                     "process only (every start pays the export); set OPENVINO_CACHE_DIR to a "
                     "writable folder", cache_dir, type(exc).__name__)
-        return _private_export(name, export)
+        return _private_export(name, ident, export)
     log.info("OpenVINO export cache miss: exporting %s to %s", name, entry)
     _write_entry(cache_dir, entry, ident, export)
     return entry / MODEL_FILES[0]

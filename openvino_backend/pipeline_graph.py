@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from networks import GMM, TOM, feature_correlation, l2_normalize, tom_outputs, warp_cloth
+from cp_dataset import grid_image_array
+from networks import GMM, TOM, feature_correlation, l2_normalize, tom_outputs, warp_cloth, warp_image
 from openvino_backend.export_cache import PIPELINE_INPUTS, PIPELINE_OUTPUTS
 
 #: Batch size of the example inputs used for tracing (the exported batch axis is dynamic).
@@ -24,12 +25,15 @@ TRACE_BATCH = 2
 
 
 class PipelineGraph(nn.Module):
-    """(agnostic_gmm, agnostic_tom B×22×H×W, cloth B×3×H×W, cloth_mask B×1×H×W) → the seven
-    float32 outputs of ``forward_tensors``, in ``PIPELINE_OUTPUTS`` order."""
+    """(agnostic_gmm, agnostic_tom B×22×H×W, cloth B×3×H×W, cloth_mask B×1×H×W) → the eight
+    float32 outputs of ``forward_tensors``, in ``PIPELINE_OUTPUTS`` order (the last: grid.png
+    warped by the grid, 3×H×W in [-1, 1], a constant of the graph)."""
 
     def __init__(self, gmm: GMM, tom: TOM):
         super().__init__()
         self.gmm, self.tom = gmm, tom
+        self.register_buffer("grid_image", torch.from_numpy(grid_image_array(gmm.cfg))[None],
+                             persistent=False)
 
     def tps_grid(self, theta: torch.Tensor) -> torch.Tensor:
         """θ B×2N → grid B×H×W×2, as ``TpsGridGen`` but as multiply + reduce (stays fp32)."""
@@ -49,7 +53,8 @@ class PipelineGraph(nn.Module):
         binary = (warped_mask >= 0.5).to(warped.dtype)
         raw = self.tom(torch.cat([agnostic_tom, warped, binary], 1))          # B×4×H×W
         rendered, composite, tryon = tom_outputs(raw, warped)
-        return theta, grid, warped, warped_mask, rendered, composite, tryon
+        warped_grid = warp_image(self.grid_image.expand(theta.shape[0], -1, -1, -1), grid)
+        return theta, grid, warped, warped_mask, rendered, composite, tryon, warped_grid
 
 
 def export_pipeline(gmm: GMM, tom: TOM, xml_path: Path) -> None:

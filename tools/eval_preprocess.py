@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Accuracy and speed of the automatic preprocessing on a VITON-format folder with ground truth.
 
-    python tools/eval_preprocess.py --dataroot DATA --datamode test [--last 500] [--json OUT]
+    python tools/eval_preprocess.py --dataroot DATA --datamode test [--last 500] [--json OUT] \
+        [--parser-backend torch|openvino [--parser-precision fp32|bf16|auto] [--openvino-cache-dir DIR]]
 
 Persons: one confusion matrix over all pixels (192×256) of the parse against ``image-parse-new``
 (or ``image-parse``, with the neck label derived as CP-VTON+ did) gives the per-class IoU, the
@@ -9,11 +10,13 @@ grouped IoUs of :data:`training.metrics.PARSE_GROUPS` and the mean IoU over the 
 plus the keypoint error (median px over all keypoints present in both), the body-mask IoU where
 ``image-mask`` exists and the wall time per person. Cloths: mask IoU. Photos (``--photos``): time
 per call and the share of labelled pixels outside MediaPipe's selfie segmentation (dilated), an
-independent check that nothing in the background is labelled.
+independent check that nothing in the background is labelled. The person parser runs on the
+backend and precision given (:func:`vton_preprocess.load_person_parser`; default torch fp32).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import time
@@ -27,7 +30,7 @@ import vton_preprocess as P
 from training.metrics import confusion_matrix, parse_ious
 from training.parser_data import read_person
 from vton_core.images import load_label_map, load_rgb
-from vton_preprocess.parser import NUM_LABELS
+from vton_preprocess.parser_runtime import BACKENDS, NUM_LABELS, ParserRunner
 
 #: (comparison, value) per overall figure; the parse targets are issue 12's, for a full split.
 TARGETS = {"keypoint_median_px": ("<=", 3.0), "body_iou": (">=", 0.96),
@@ -72,16 +75,17 @@ def timed(fn, *args, repeat: int = 5):
 
 
 def evaluate(root: Path, repeat: int, first: int | None = None, last: int | None = None,
-             cloths: bool = True) -> dict:
+             cloths: bool = True, parser: ParserRunner | None = None) -> dict:
     """Figures over the persons of ``root`` (all, or the ``first`` / ``last`` N by sorted name)
-    and its cloths (see the module's docstring)."""
-    P.warm_up()
+    and its cloths (see the module's docstring); persons parsed by ``parser`` (None: torch)."""
+    P.warm_up(parser)
+    analyze = functools.partial(P.analyze_rgb, parser=parser)
     stems = sorted(p.stem for p in (root / "image").glob("*.jpg"))
     stems = stems[:first] if first else stems[-last:] if last else stems
     persons, errs, conf = [], [], np.zeros((NUM_LABELS, NUM_LABELS), np.int64)
     for stem in stems:
         rgb, gt_parse = read_person(root, stem)
-        a, secs = timed(P.analyze_rgb, rgb, repeat=repeat)
+        a, secs = timed(analyze, rgb, repeat=repeat)
         conf += confusion_matrix(a.parse, gt_parse, NUM_LABELS)
         e = keypoint_errors(a.keypoints, read_pose(root / "pose" / f"{stem}_keypoints.json"))
         errs.extend(e.tolist())
@@ -123,11 +127,12 @@ def outside_person(rgb: np.ndarray, parse: np.ndarray) -> float:
     return float((labelled & ~person).sum() / max(1, labelled.sum()))
 
 
-def time_photos(photos: Path, repeat: int) -> dict:
+def time_photos(photos: Path, repeat: int, parser: ParserRunner | None = None) -> dict:
     """Per ordinary photo (any size): median ms per call, and for persons the share of labelled
-    pixels outside the person (:func:`outside_person`)."""
+    pixels outside the person (:func:`outside_person`); persons parsed by ``parser``."""
     out = {}
-    for kind, fn in (("person", P.analyze_rgb), ("cloth", P.segment_cloth)):
+    for kind, fn in (("person", functools.partial(P.analyze_rgb, parser=parser)),
+                     ("cloth", P.segment_cloth)):
         for f in sorted((photos / kind).glob("*")):
             rgb = np.asarray(load_rgb(f))
             res, secs = timed(fn, rgb, repeat=repeat)
@@ -138,11 +143,11 @@ def time_photos(photos: Path, repeat: int) -> dict:
     return out
 
 
-def time_stages(images: list[Path], repeat: int) -> dict:
-    """Median ms per stage of :func:`preprocess.analyze_rgb` (each MediaPipe graph, the parse,
-    and the rest) for each image, measured by wrapping the stage functions for ``repeat`` calls
-    (at least 1) after one warm-up call."""
-    from vton_preprocess import models, person
+def time_stages(images: list[Path], repeat: int, parser: ParserRunner | None = None) -> dict:
+    """Median ms per stage of :func:`preprocess.analyze_rgb` (each MediaPipe graph, the parse
+    by ``parser`` (None: torch), and the rest) for each image, measured by wrapping the
+    MediaPipe runs and the parser runner for ``repeat`` calls (at least 1) after one warm-up call."""
+    from vton_preprocess import models
     acc: dict[str, float] = {}
 
     def timer(name, fn):
@@ -154,19 +159,19 @@ def time_stages(images: list[Path], repeat: int) -> dict:
                 acc[name] = acc.get(name, 0.0) + time.perf_counter() - t
         return wrapped
 
-    run, parse = models.run, person.parse_image
+    run = models.run
     models.run = lambda name, rgb: timer(name, run)(name, rgb)
-    person.parse_image = timer("parser", parse)
+    timed_parser = timer("parser", parser if parser is not None else P.load_person_parser())
     out = {}
     try:
         for f in images:
             rgb = np.asarray(load_rgb(f))
-            P.analyze_rgb(rgb)
+            P.analyze_rgb(rgb, parser=timed_parser)
             runs = []
             for _ in range(max(1, repeat)):
                 acc.clear()
                 t = time.perf_counter()
-                P.analyze_rgb(rgb)
+                P.analyze_rgb(rgb, parser=timed_parser)
                 total = time.perf_counter() - t
                 row = dict(acc, total=total)
                 row["other"] = total - sum(acc.values())
@@ -175,7 +180,7 @@ def time_stages(images: list[Path], repeat: int) -> dict:
             out[f"{f.name} ({rgb.shape[1]}x{rgb.shape[0]})"] = {
                 k: float(np.median([r.get(k, 0.0) for r in runs])) * 1e3 for k in keys}
     finally:
-        models.run, person.parse_image = run, parse
+        models.run = run
     return out
 
 
@@ -200,12 +205,22 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--stages", action="store_true",
                     help="also time each stage of the person analysis (median over --repeat calls)")
+    ap.add_argument("--parser-backend", choices=BACKENDS, default="torch",
+                    help="backend of the person parser (default: torch)")
+    ap.add_argument("--parser-precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                    help="precision of the person parser (bf16 and auto: OpenVINO only)")
+    ap.add_argument("--openvino-cache-dir", type=Path, default=None,
+                    help="export cache folder of the OpenVINO parser (default: the per-user one)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    parser = P.load_person_parser(args.parser_backend, cache_dir=args.openvino_cache_dir,
+                                  precision=args.parser_precision)
+    print(f"person parser: {parser.backend} {parser.precision} (sha256 {parser.sha256[:12]})")
     res = evaluate(args.dataroot / args.datamode, args.repeat, args.first, args.last,
-                   cloths=not args.no_cloth)
+                   cloths=not args.no_cloth, parser=parser)
+    res["parser"] = {"backend": parser.backend, "precision": parser.precision, "sha256": parser.sha256}
     photos = args.photos or args.dataroot.parent / "photos"
-    res["photos"] = time_photos(photos, args.repeat) if photos.is_dir() else {}
+    res["photos"] = time_photos(photos, args.repeat, parser) if photos.is_dir() else {}
     if res["photos"]:
         res["overall"]["outside_person_max"] = max(
             (r["outside_person"] for r in res["photos"].values() if "outside_person" in r), default=0.0)
@@ -229,7 +244,7 @@ def main(argv=None) -> int:
         imgs = sorted((args.dataroot / args.datamode / "image").glob("*.jpg"))[:20]
         if photos.is_dir():
             imgs += sorted((photos / "person").glob("*"))
-        res["stage_ms"] = time_stages(imgs, args.repeat)
+        res["stage_ms"] = time_stages(imgs, args.repeat, parser)
         print("\nstages (median ms per call)")
         for k, row in res["stage_ms"].items():
             print(f"  {k:32s} " + " ".join(f"{n}={v:.1f}" for n, v in row.items()))

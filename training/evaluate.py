@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cp_dataset import CPDataset, grid_image_tensor
+from cp_dataset import CPDataset
 from cpvton_infer import PRECISIONS, CPVTONPlusModel, to_uint8
-from networks import warp_image
 from training.metrics import LPIPS, inception_probs, inception_score, load_inception, mask_iou, psnr, ssim, to_unit
 
 log = logging.getLogger("test")
@@ -105,7 +104,6 @@ def evaluate(dataroot: str | Path, datamode: str, data_list: str | Path, checkpo
         notes.append("is skipped: needs a local Inception-v3 state dict (--inception_weights); "
                      "nothing is downloaded")
 
-    grid_image = grid_image_tensor(model.cfg).to(dev)
     per_pair: list[dict] = []
     probs: list[torch.Tensor] = []
     from tqdm import tqdm
@@ -121,7 +119,7 @@ def evaluate(dataroot: str | Path, datamode: str, data_list: str | Path, checkpo
             # GMM stage outputs
             save_batch(warped, names, dirs["warp-cloth"])
             save_batch(wmask * 2 - 1, names, dirs["warp-mask"])
-            save_batch(warp_image(grid_image.expand(b, -1, -1, -1), out["grid"]), names, dirs["warped_grid"])
+            save_batch(out["warped_grid"], names, dirs["warped_grid"])
             save_batch(OVERLAY_CLOTH_WEIGHT * warped + (1 - OVERLAY_CLOTH_WEIGHT) * image, names,
                        dirs["overlayed_TPS"])
             # TOM stage outputs

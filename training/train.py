@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cp_dataset import CPDataset, grid_image_tensor
+from cp_dataset import CPDataset, grid_image_array
 from networks import DEFAULT_CONFIG, GMM, TOM, CPVTONConfig, build_gmm, build_tom, tom_outputs, warp_cloth, warp_image
 from training.losses import GIC_WEIGHT, VGGPerceptualLoss, cloth_region, gmm_loss, load_vgg19_features, tom_loss
 from vton_core.weights import GMM_FILE, TOM_FILE, load_checkpoint
@@ -344,7 +344,7 @@ def train_gmm(dataroot: str | Path, datamode: str, data_list: str | Path, out_di
     if init_checkpoint:
         load_checkpoint(gmm, Path(init_checkpoint))
     gmm.to(device)
-    grid_image = grid_image_tensor(model_cfg)
+    grid_image = torch.from_numpy(grid_image_array(model_cfg))
     return train(gmm, dataset, out_dir, cfg, device,
                  step_fn=lambda b: gmm_training_step(gmm, b, device, cfg.gic_weight),
                  montage_fn=lambda b, o: _gmm_montage(b, o, grid_image), resume=resume)

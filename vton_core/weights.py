@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -18,40 +17,17 @@ import torch
 from torch import nn
 
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom
-from vton_core.digest import file_sha256  # noqa: F401 - part of this module's API
+from vton_core.checkpoints import (  # noqa: F401 - part of this module's API
+    GMM_FILE, HOW_TO_GET, TOM_FILE, WeightsInfo, checked_file_sha256, file_sha256)
 from vton_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-GMM_FILE = Path("GMM") / "gmm_final.pth"
-TOM_FILE = Path("TOM") / "tom_final.pth"
 #: Seeds of the deterministic random weights (spec §7; the golden file was made with these).
 GMM_SEED = 1234
 TOM_SEED = 5678
 #: Leading tensors of the recipe compared to recognise its output (see matches_random_recipe).
 RECIPE_FINGERPRINT_TENSORS = 3
-HOW_TO_GET = ("Get the official CP-VTON+ checkpoints with ./download_checkpoints.sh "
-              "(see README_RUNPOD.md), or point CHECKPOINT_DIR / GMM_CHECKPOINT / TOM_CHECKPOINT "
-              "at them; ALLOW_RANDOM_WEIGHTS=1 runs without them, on random weights (a smoke "
-              "run: the pictures are noise).")
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """Where a model's weights came from. ``random`` is True for our deterministic random
-    weights, whether made in memory (``allow_random_weights``) or read from a file that
-    ``tools/make_random_checkpoints.py`` wrote (recognised by :func:`is_random_recipe`)."""
-
-    gmm_sha256: str
-    tom_sha256: str
-    random: bool
-    gmm_path: str | None = None
-    tom_path: str | None = None
-
-    def short(self) -> dict:
-        """A compact, client-safe identity: sha256 prefixes and the random flag (no paths)."""
-        return {"gmm_sha256": self.gmm_sha256[:12], "tom_sha256": self.tom_sha256[:12],
-                "random": self.random}
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -100,21 +76,6 @@ def check_state_dict(module: nn.Module, state: object, source: str) -> dict[str,
             f"{source}: {len(wrong)} tensors have the wrong shape, e.g. {k}: {got} instead of "
             f"{want}. {HOW_TO_GET}")
     return state
-
-
-def checked_file_sha256(path: Path, expected_sha256: str | None = None) -> str:
-    """The sha256 of checkpoint ``path``; raises :class:`CheckpointError` (naming the path) if the
-    file is missing or (when ``expected_sha256`` is given) has another hash."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}. {HOW_TO_GET}")
-    digest = file_sha256(path)
-    if expected_sha256 and digest != expected_sha256.strip().lower():
-        raise CheckpointError(
-            f"checkpoint {path} has sha256 {digest[:16]}…, not the expected "
-            f"{expected_sha256.strip().lower()[:16]}…: the file was modified or is another "
-            f"file. {HOW_TO_GET}")
-    return digest
 
 
 def load_checkpoint(module: nn.Module, path: Path, expected_sha256: str | None = None) -> str:

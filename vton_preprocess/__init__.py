@@ -5,9 +5,11 @@ human-parsing map, a body mask (:func:`analyze_person`, :func:`person_model_inpu
 garment mask (:func:`segment_cloth`). Pose, people counting, body mask and framing come from
 MediaPipe's legacy solutions bundled in the mediapipe 0.10.21 wheel, loaded once per process
 (``vton_preprocess.models``); the parse from the project's own learned parser (``parser``, weights
-in ``assets/``); the cloth mask is per-image colour/edge modelling. The implementation lives in
-this package's modules (``person``, ``parser``, ``framing``, ``cloth``, ``models``, ``config``);
-what is imported here is its public API.
+in ``assets/``), run by torch or OpenVINO (:func:`load_person_parser`, passed as ``parser=``); the
+cloth mask is per-image colour/edge modelling. The implementation lives in this package's modules
+(``person``, ``parser``, ``parser_runtime``, ``framing``, ``cloth``, ``models``, ``config``); what
+is imported here is its public API. Importing it does not import torch: only the torch parser
+runner does, when it is built.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from vton_preprocess import config as _C
 from vton_preprocess.cloth import find_wearer, segment_cloth_array
 from vton_preprocess.framing import Framing, frame_person
 from vton_preprocess.models import warm_up
+from vton_preprocess.parser_runtime import ParserRunner, load_person_parser
 from vton_preprocess.person import (
     ModelInputs,
     PersonAnalysis,
@@ -33,7 +36,7 @@ MODEL_SIZE = _C.MODEL_SIZE
 __all__ = ["MODEL_SIZE", "PersonAnalysis", "analyze_person", "analyze_rgb", "segment_cloth",
            "check_garment_alone",
            "Framing", "frame_person", "ModelInputs", "person_model_inputs", "landmarks_to_coco",
-           "warm_up"]
+           "warm_up", "ParserRunner", "load_person_parser"]
 
 
 def segment_cloth(image) -> np.ndarray:

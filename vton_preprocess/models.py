@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import config as C
-from .parser import get_parser
+from .parser_runtime import INPUT_SIZE, ParserRunner, load_person_parser
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,19 @@ def run(name: str, rgb: np.ndarray):
         return get(name).process(rgb)
 
 
-def warm_up() -> None:
+def warm_up(parser: ParserRunner | None = None) -> None:
     """Load every model — the MediaPipe graphs and the person parser — now (e.g. at worker
-    start) instead of on the first request."""
+    start) instead of on the first request, and run the parser once on a blank person (its
+    first inference pays one-off costs).
+
+    parser: the runner the requests will use (:func:`.parser_runtime.load_person_parser`);
+    None: the torch runner.
+    """
     for name in _FACTORIES:
         get(name)
-    get_parser()
+    run = parser if parser is not None else load_person_parser()
+    w, h = INPUT_SIZE
+    run(np.zeros((h, w, 3), np.uint8))
 
 
 @functools.lru_cache(maxsize=None)

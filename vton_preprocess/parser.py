@@ -7,13 +7,16 @@ torch file) beside a JSON card that records the data, the recipe, the validation
 file's sha256; :func:`load_parser` checks the hash, the keys and every shape before use.
 
 Nothing here picks a device: the caller moves the module, :func:`parse_image` reads the device
-off it.
+off it. This is the torch side (network, training, loading, export to OpenVINO); serving code
+that may run without torch uses :mod:`.parser_runtime`, which holds the constants re-exported
+here (:data:`NUM_LABELS`, :data:`INPUT_SIZE`, :data:`DEFAULT_WEIGHTS`, :func:`card_path`).
 """
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,19 +26,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from vton_core.digest import file_sha256
 from vton_core.errors import CheckpointError
-from vton_core.weights import file_sha256, load_state_file
+from vton_core.weights import load_state_file
+
+from .parser_runtime import (
+    ASSETS,
+    DEFAULT_WEIGHTS,
+    INPUT_SIZE,
+    NUM_LABELS,
+    OPENVINO_INPUT,
+    OPENVINO_OUTPUT,
+    card_path,
+    read_card,
+)
+
+__all__ = ["ASSETS", "DEFAULT_WEIGHTS", "INPUT_SIZE", "MIRRORED_LABELS", "NUM_LABELS", "ParserConfig",
+           "ParserGraph", "PersonParser", "card_path", "export_openvino", "fold_batchnorm",
+           "get_parser", "load_parser", "mirror_permutation", "parse_image", "save_parser", "to_input"]
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-#: The committed parser: weights and their card (same stem).
-DEFAULT_WEIGHTS = ASSETS / "person_parser.pt"
-
-NUM_LABELS = 21                 # LIP 0–19 + neck/skin 20 (spec §4)
-INPUT_SIZE = (192, 256)         # (W, H) of the framed person the parser reads
 #: Label pairs that swap under a left/right mirror (arms, legs, shoes).
 MIRRORED_LABELS = ((14, 15), (16, 17), (18, 19))
+#: The network reads pixels as ``value / PIXEL_SCALE - 1``: uint8 0..255 -> [-1, 1].
+PIXEL_SCALE = 127.5
 
 
 @dataclass(frozen=True)
@@ -103,12 +118,7 @@ def to_input(rgb: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"]))
     if t.ndim == 3:
         t = t[None]
-    return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def card_path(weights: Path) -> Path:
-    """The JSON card beside a weights file."""
-    return weights.with_suffix(".json")
+    return t.permute(0, 3, 1, 2).float().div_(PIXEL_SCALE).sub_(1.0)
 
 
 def load_parser(path: str | Path = DEFAULT_WEIGHTS) -> PersonParser:
@@ -119,16 +129,7 @@ def load_parser(path: str | Path = DEFAULT_WEIGHTS) -> PersonParser:
     holds no path: the path is logged).
     """
     path = Path(path)
-    card_file = card_path(path)
-    if not path.is_file() or not card_file.is_file():
-        log.error("person parser weights or card missing: %s", path)
-        raise CheckpointError("person parser weights not found")
-    card = json.loads(card_file.read_text())
-    digest = file_sha256(path)
-    if digest != card.get("sha256"):
-        log.error("person parser %s: sha256 %s differs from its card's %s", path, digest,
-                  card.get("sha256"))
-        raise CheckpointError("person parser weights do not match their card (sha256)")
+    card, digest = read_card(path)
     cfg = ParserConfig(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in card["config"].items()})
     model = PersonParser(cfg)
@@ -188,3 +189,40 @@ def parse_image(model: PersonParser, rgb: np.ndarray) -> np.ndarray:
     device = next(model.parameters()).device
     logits = model(to_input(rgb).to(device))
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+class ParserGraph(nn.Module):
+    """What the OpenVINO runner runs: :func:`to_input`'s normalisation, the parser and the argmax
+    in one traceable module.
+
+    forward: (B, H, W, 3) float32 RGB in [0, 255] (integer values) -> (B, H, W) uint8 labels.
+    """
+
+    def __init__(self, parser: PersonParser):
+        super().__init__()
+        self.parser = parser
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = rgb.permute(0, 3, 1, 2).div(PIXEL_SCALE).sub(1.0)   # (B, 3, H, W) in [-1, 1]
+        logits = self.parser(x)                             # (B, L, H, W)
+        return logits.argmax(1).to(torch.uint8)             # (B, H, W)
+
+
+def export_openvino(model: PersonParser, xml_path: Path) -> None:
+    """Convert ``model`` (eval mode, BatchNorm folded, CPU, fp32) with its normalisation and argmax
+    (:class:`ParserGraph`) to OpenVINO IR at ``xml_path`` (plus its ``.bin``): one input
+    ``rgb`` (1, 256, 192, 3) float32 in [0, 255], one output ``labels`` (1, 256, 192) uint8."""
+    import openvino as ov
+
+    w, h = INPUT_SIZE
+    example = torch.zeros(1, h, w, 3)
+    graph = ParserGraph(model).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # OpenVINO traces with TorchScript, which warns that it is deprecated and that shape
+        # checks become constants: both expected here (the shapes are fixed).
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        converted = ov.convert_model(graph, example_input=example,
+                                     input=[(OPENVINO_INPUT, ov.PartialShape([1, h, w, 3]), ov.Type.f32)])
+    converted.outputs[0].get_tensor().set_names({OPENVINO_OUTPUT})
+    ov.save_model(converted, str(xml_path), compress_to_fp16=False)

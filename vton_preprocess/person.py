@@ -3,8 +3,10 @@
 ``analyze_person`` runs MediaPipe (face detection to count people, pose with segmentation,
 selfie segmentation, face mesh on a head crop) on a work copy of the photo whose longer side is
 at most ``WORK_LONG_SIDE``. Body keypoints come from the pose model; eyes and ears from the face
-mesh, which is far more precise on the face. The person is parsed by the learned parser
-(:mod:`.parser`) inside its 3:4 model box, and everything is returned in the input image's pixels.
+mesh, which is far more precise on the face. The person is parsed by the learned parser inside
+its 3:4 model box, on the runner the caller gives (``parser=``, see :mod:`.parser_runtime`; the
+torch runner by default), and everything is returned in the input image's pixels. Nothing here
+imports torch: only the default torch runner does, when it is first built.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from vton_core.images import check_same_size, load_label_map, load_rgb
 from . import config as C
 from . import models
 from .framing import Framing, check_keypoints_in_photo, frame_person
-from .parser import get_parser, parse_image
+from .parser_runtime import ParserRunner, load_person_parser
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +164,10 @@ def _body_mask(prob: np.ndarray, pose_seg: np.ndarray) -> np.ndarray:
     return ~outside[comp] if n > 1 else m
 
 
-def _learned_parse(rgb: np.ndarray, keypoints: np.ndarray, body: np.ndarray) -> np.ndarray:
-    """H×W uint8 labels 0–20 of the photo from the learned parser (:mod:`.parser`).
+def _learned_parse(rgb: np.ndarray, keypoints: np.ndarray, body: np.ndarray,
+                   parser: ParserRunner | None = None) -> np.ndarray:
+    """H×W uint8 labels 0–20 of the photo from the learned parser run by ``parser`` (a runner of
+    :mod:`.parser_runtime`; None: the torch runner).
 
     The parser reads the person's 3:4 box at the model's 192×256 (the photo itself when it is
     already 192×256); labels further than ``PARSE_BODY_MARGIN`` from the body mask are cleared,
@@ -173,7 +177,8 @@ def _learned_parse(rgb: np.ndarray, keypoints: np.ndarray, body: np.ndarray) -> 
     h, w = rgb.shape[:2]
     framing = None if (w, h) == C.MODEL_SIZE else frame_person((w, h), keypoints, body)
     crop = rgb if framing is None else np.asarray(framing.crop_image(Image.fromarray(rgb)))
-    labels = parse_image(get_parser(), crop)                                  # 256×192
+    run = parser if parser is not None else load_person_parser()
+    labels = run(crop)                                                      # 256×192
     near = body if framing is None else framing.crop_mask(body)
     margin = 2 * C.PARSE_BODY_MARGIN + 1
     near = cv2.dilate(near.astype(np.uint8), np.ones((margin, margin), np.uint8)) > 0
@@ -181,7 +186,7 @@ def _learned_parse(rgb: np.ndarray, keypoints: np.ndarray, body: np.ndarray) -> 
     return labels if framing is None else framing.uncrop_labels(labels)
 
 
-def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
+def analyze_rgb(rgb: np.ndarray, *, parser: ParserRunner | None = None) -> PersonAnalysis:
     """Analyse an H×W×3 uint8 RGB person photo (see :func:`analyze_person`)."""
     h, w = rgb.shape[:2]
     s = min(1.0, C.WORK_LONG_SIDE / max(h, w))
@@ -210,19 +215,20 @@ def analyze_rgb(rgb: np.ndarray) -> PersonAnalysis:
     kp = landmarks_to_coco(lm_full, (w, h))
     if s != 1.0:
         body = _resize(prob * body, (w, h), cv2.INTER_LINEAR) >= C.BODY_PROB_THRESHOLD
-    parse = _learned_parse(rgb, kp, body)
+    parse = _learned_parse(rgb, kp, body, parser)
     return PersonAnalysis(keypoints=kp, parse=parse, body_mask=body, num_people=num,
                           notes=tuple(notes))
 
 
-def analyze_person(image) -> PersonAnalysis:
+def analyze_person(image, *, parser: ParserRunner | None = None) -> PersonAnalysis:
     """Keypoints, parse and body mask of the (largest) person in ``image``.
 
     image: PIL image, H×W×3 uint8 array or path/bytes (EXIF orientation honoured; any mode).
+    parser: the person parser runner (:func:`.parser_runtime.load_person_parser`); None: torch.
     Raises :class:`vton_core.errors.NoPerson` when no person is found, :class:`vton_core.errors.InvalidImage` for
     unreadable input.
     """
-    return analyze_rgb(np.asarray(load_rgb(image, field="image")))
+    return analyze_rgb(np.asarray(load_rgb(image, field="image")), parser=parser)
 
 
 @dataclass(frozen=True)
@@ -252,12 +258,15 @@ def _check_pose(pose, size) -> np.ndarray:
     return kp
 
 
-def person_model_inputs(image, *, parse=None, pose=None, body_mask=None) -> ModelInputs:
+def person_model_inputs(image, *, parse=None, pose=None, body_mask=None,
+                        parser: ParserRunner | None = None) -> ModelInputs:
     """Everything CP-VTON+ needs about the person, at 192×256.
 
     Caller-supplied ``parse`` (H×W labels), ``pose`` (18×3 in the input's pixels) and
     ``body_mask`` (H×W, non-zero = body; 8-bit images thresholded at 128) are used as they are;
-    only what is missing is computed. A 192×256 input is never reframed.
+    only what is missing is computed, the parse by ``parser`` (a runner of
+    :func:`.parser_runtime.load_person_parser`; None: the torch runner). A 192×256 input is
+    never reframed.
     """
     im = load_rgb(image, field="image")
     size = im.size
@@ -272,7 +281,7 @@ def person_model_inputs(image, *, parse=None, pose=None, body_mask=None) -> Mode
         pose = _check_pose(pose, size)
     num, notes = 1, ()
     if parse is None or pose is None or body_mask is None:
-        a = analyze_rgb(np.asarray(im))
+        a = analyze_rgb(np.asarray(im), parser=parser)
         num, notes = a.num_people, a.notes
         parse = a.parse if parse is None else parse
         pose = a.keypoints if pose is None else pose

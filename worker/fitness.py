@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from vton_core.devices import cuda_available
 from vton_core.errors import CheckpointError
 from worker.settings import Settings
 
@@ -12,8 +13,7 @@ log = logging.getLogger("cpvton.worker")
 
 def check_gpu(settings: Settings) -> None:
     """Fitness check: with REQUIRE_GPU=1 (or DEVICE=cuda) a CUDA GPU must be visible."""
-    import torch
-    if (settings.require_gpu or settings.device == "cuda") and not torch.cuda.is_available():
+    if (settings.require_gpu or settings.device == "cuda") and not cuda_available():
         raise RuntimeError("REQUIRE_GPU=1 or DEVICE=cuda, but no CUDA GPU is visible")
 
 
@@ -28,15 +28,14 @@ def check_backend(settings: Settings) -> None:
     except openvino_backend.BackendUnavailable as exc:
         if settings.backend == "openvino":
             raise RuntimeError(f"BACKEND=openvino, but {exc}") from None
-        import torch
-        if settings.device != "cuda" and not torch.cuda.is_available():
+        if settings.device != "cuda" and not cuda_available():
             log.warning("BACKEND=auto on a CPU worker: %s; the networks run on PyTorch (slower)",
                         exc)
 
 
 def check_checkpoints(settings: Settings) -> None:
     """Fitness check: both checkpoint files exist (unless random weights are allowed)."""
-    from vton_core.weights import GMM_FILE, HOW_TO_GET, TOM_FILE
+    from vton_core.checkpoints import GMM_FILE, HOW_TO_GET, TOM_FILE
     if settings.allow_random_weights:
         return
     for path in (settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE,

@@ -148,11 +148,11 @@ class Worker:
     """
 
     def __init__(self, settings: Settings, model: Any):
-        from vton_preprocess.parser import get_parser
         self.settings = settings
         self.model = model
         #: What every response says about the weights: the CP-VTON+ checkpoints and the parser.
-        self.identity = {**model.weights.short(), "parser_sha256": get_parser().sha256[:12]}
+        self.identity = {**model.weights.short(),
+                         "parser_sha256": model.person_parser.sha256[:12]}
         self.cache = PersonCache(settings.person_cache_size,
                                  max_bytes=settings.person_cache_mb * 2 ** 20)
         self.model_lock = threading.Lock()
@@ -183,7 +183,7 @@ class Worker:
         from worker import sample_images
 
         t0 = time.perf_counter()
-        vton_preprocess.warm_up()
+        vton_preprocess.warm_up(parser=self.model.person_parser)
         person, cloth = sample_images.synthetic_person(), sample_images.garment()
         with self.model_lock:
             self.model.try_on(person.image, cloth, parse=person.parse, pose=person.pose,

@@ -7,6 +7,7 @@ retried part by part, so that a failure stays with the part that caused it.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Callable, Sequence, TypeVar
 
 from vton_core.errors import VTONError
@@ -23,12 +24,9 @@ _CUDA_FAULT_MARKERS = ("CUDA error", "cuDNN error", "CUBLAS_STATUS", "device-sid
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for a GPU out-of-memory error (retried in smaller chunks, see :func:`run_isolated`)."""
-    try:
-        import torch
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
+    torch = sys.modules.get("torch")      # not loaded: the error cannot be one of its types
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
     return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
 
 
@@ -39,20 +37,19 @@ def is_cuda_fault(exc: BaseException) -> bool:
     """
     if is_out_of_memory(exc):
         return False
-    try:
-        import torch
-        accelerator_error = getattr(torch, "AcceleratorError", None)
-        if accelerator_error is not None and isinstance(exc, accelerator_error):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
+    torch = sys.modules.get("torch")
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
     return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _CUDA_FAULT_MARKERS)
 
 
 def free_gpu_memory() -> None:
     """Return cached GPU blocks to the driver before a retry (no-op without CUDA)."""
+    torch = sys.modules.get("torch")       # not loaded: no GPU memory of ours to free
+    if torch is None:
+        return
     try:
-        import torch
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception as err:  # noqa: BLE001 - best effort

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cp_dataset import keypoints_from_openpose
-from cpvton_infer import OUTPUT_SIZES
-from networks import DEFAULT_CONFIG
+from vton_core.model_spec import DEFAULT_CONFIG, OUTPUT_SIZES
 from vton_core.errors import BatchTooLarge, InvalidInput, echoed_name
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")

@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from cpvton_infer import BACKENDS, PRECISIONS
+from vton_core.model_spec import BACKENDS, PRECISIONS
 
 #: The repository folder: relative checkpoint paths are resolved from here, not from the cwd.
 REPO_DIR = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ def dataset_items():
 
 
 def stack(items, key):
-    return torch.stack([it[key] for it in items]).numpy()
+    return np.stack([it[key] for it in items])
 
 
 @pytest.mark.parametrize("key", ["agnostic_gmm", "agnostic_tom", "image", "cloth", "cloth_mask"])

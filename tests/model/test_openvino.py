@@ -8,7 +8,10 @@ a tiny network, so CI pays one export.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import openvino_backend
 from cpvton_infer import PIPELINE_GRAPH, CPVTONPlusModel
 from openvino_backend import export_cache
 from openvino_backend.runtime import BackendUnavailable
-from tests.helpers.shared_data import needs_shared
+from tests.helpers.shared_data import PHOTOS, ROOT, needs_shared
 from tests.model import test_golden
 from training.metrics import psnr
 from vton_core.weights import GMM_FILE, TOM_FILE
@@ -276,3 +279,38 @@ def test_the_image_build_command_fills_the_cache(random_ckpt_dir, ov_entry, tmp_
     assert capsys.readouterr().out.strip() == str(ov_entry)
     assert main([str(tmp_path / "no-checkpoints")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# -- a warm cache serves without torch ------------------------------------------------------------
+SERVE_WITHOUT_TORCH = r"""
+import base64, json, sys
+import handler
+from worker.settings import Settings
+worker = handler.start_worker(Settings.from_env())
+handler.set_worker(worker)
+image = lambda path: base64.b64encode(open(path, "rb").read()).decode()
+out = handler.handler({"id": "no-torch", "input": {"person_image": image(sys.argv[1]),
+                                                   "cloth_image": image(sys.argv[2])}})
+print(json.dumps({"error": out.get("error"), "random": worker.model.weights.random,
+                  "backend": worker.model.backend, "parser": worker.model.person_parser.backend,
+                  "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
+"""
+
+
+@needs_shared
+def test_a_warm_cache_serves_a_photo_without_importing_torch(random_ckpt_dir, ov_model):
+    """Issue 16's cold start and memory: with both exports cached (the pipeline's and the
+    parser's), a worker starts, analyses an ordinary photo and serves it on numpy, PIL, MediaPipe
+    and OpenVINO alone. Whether the files hold random weights comes from the export's manifest."""
+    assert ov_model.person_parser.backend == "openvino"       # fills the parser's cache entry
+    env = {**os.environ, "CHECKPOINT_DIR": str(random_ckpt_dir), "BACKEND": "openvino",
+           "DEVICE": "cpu", "PRECISION": "fp32", "LOG_LEVEL": "WARNING"}
+    env.pop("OPENVINO_CACHE_DIR", None)
+    run = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_TORCH,
+                          str(PHOTOS / "person" / "01008_00.jpg"),
+                          str(PHOTOS / "cloth" / "00126_00.jpg")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report == {"error": None, "random": True, "backend": "openvino", "parser": "openvino",
+                      "torch": []}
