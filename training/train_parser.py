@@ -258,7 +258,8 @@ def train(args: argparse.Namespace) -> dict:
     }
     if init_card is not None:
         card["init"] = {"sha256": init_card["sha256"], "recipe": init_card["recipe"],
-                        **({"history": init_card["history"]} if "history" in init_card else {})}
+                        "validation_iou": init_card.get("validation_iou"),
+                        **{k: init_card[k] for k in ("history", "init") if k in init_card}}
     save_parser(model.cpu(), args.out, card)
     return json.loads(args.out.with_suffix(".json").read_text())
 
@@ -276,18 +277,19 @@ def _load_init(model: PersonParser, path: Path) -> dict:
 
 
 def _retrain_commands(args: argparse.Namespace, init_card: dict | None) -> list[str]:
-    """The commands that rebuild these weights from the data: the ``--init`` phase's own, then
-    this run's (its first phase written to /tmp/parser_phase1.pt)."""
+    """The commands that rebuild these weights from the data: the ``--init`` phases' own (phase
+    k writing /tmp/parser_phase{k}.pt), then this run's, which writes the committed file."""
     earlier = [] if init_card is None else init_card.get("retrain", [])
     earlier = [earlier] if isinstance(earlier, str) else list(earlier)
+    phase = len(earlier) + 1
     if earlier:
         earlier[-1] = earlier[-1].replace("--out vton_preprocess/assets/person_parser.pt",
-                                          "--out /tmp/parser_phase1.pt")
-    workdir = "/tmp/parser_run" if init_card is None else "/tmp/parser_run2"
+                                          f"--out /tmp/parser_phase{phase - 1}.pt")
+    workdir = "/tmp/parser_run" if phase == 1 else f"/tmp/parser_run{phase}"
     cmd = (f"python -m training.train_parser --dataroot DATA/train --workdir {workdir} "
            f"--out vton_preprocess/assets/person_parser.pt --steps {args.steps}"
            + (f" --lr {args.lr:g}" if args.lr != 3e-3 else "")
-           + (" --init /tmp/parser_phase1.pt" if init_card is not None else "")
+           + (f" --init /tmp/parser_phase{phase - 1}.pt" if init_card is not None else "")
            + (f" --rare-fraction {args.rare_fraction:g}" if args.rare_fraction else "")
            + (f" --dice {args.dice:g}" if args.dice else "")
            + (" --bf16" if args.bf16 else ""))
