@@ -28,6 +28,7 @@ import numpy as np
 
 from vton_core.digest import file_sha256
 from vton_core.errors import CheckpointError
+from vton_core.model_spec import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ DEFAULT_WEIGHTS = ASSETS / "person_parser.pt"
 NUM_LABELS = 21                 # LIP 0–19 + neck/skin 20 (spec §4)
 INPUT_SIZE = (192, 256)         # (W, H) of the framed person the parser reads
 
-BACKENDS = ("torch", "openvino")
 #: Precisions a runner reports; the torch runner runs fp32 only.
 PRECISIONS = ("fp32", "bf16")
 #: Name of the parser's entries in the OpenVINO export cache.
