@@ -277,6 +277,7 @@ def test_the_image_build_command_fills_the_cache(random_ckpt_dir, ov_entry, tmp_
     from openvino_backend.__main__ import main
     assert main([str(random_ckpt_dir)]) == 0                  # the session's entry: a cache hit
     assert capsys.readouterr().out.strip() == str(ov_entry)
+    assert any(p.name.startswith("person_parser-") for p in ov_entry.parent.iterdir())
     assert main([str(tmp_path / "no-checkpoints")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
 
