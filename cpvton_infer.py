@@ -1,4 +1,5 @@
-"""CP-VTON+ inference: ``CPVTONPlusModel``, a predictor with a PIL/numpy API over the tensor API.
+"""CP-VTON+ inference: ``CPVTONPlusModel``, a predictor with a PIL/numpy API over the networks'
+array API (``forward_arrays``, numpy) and tensor API (``forward_tensors``, torch).
 
     model = CPVTONPlusModel("checkpoints")                  # GMM/gmm_final.pth, TOM/tom_final.pth
     result = model.try_on("person.jpg", "cloth.jpg")        # parse/pose/masks computed if absent
