@@ -349,14 +349,28 @@ def photos() -> tuple[list[bytes], list[bytes]]:
 
 
 def section_preprocess(results: dict, repeats: int) -> None:
+    """Person analysis (MediaPipe + the learned parser) with the parser on PyTorch fp32 and on
+    OpenVINO at PRECISION=auto (what a CPU worker runs), interleaved; the garment mask."""
     import vton_preprocess
     persons, cloths = photos()
     big = Image.open(io.BytesIO(persons[0])).convert("RGB")
     small = big.resize((W, H), Image.BICUBIC)
     cloth = Image.open(io.BytesIO(cloths[0])).convert("RGB")
-    vton_preprocess.analyze_person(small)                                      # load the models
-    results["analysis_192x256_ms"] = median_ms(lambda: vton_preprocess.analyze_person(small), repeats)
-    results["analysis_768x1024_ms"] = median_ms(lambda: vton_preprocess.analyze_person(big), repeats)
+    runners = {"torch": vton_preprocess.load_person_parser("torch"),
+               "openvino": vton_preprocess.load_person_parser("openvino", precision="auto")}
+    results["parser_openvino_precision"] = runners["openvino"].precision
+    times = {f"analysis_{size}_{backend}": [] for size in ("192x256", "768x1024") for backend in runners}
+    for backend, runner in runners.items():
+        vton_preprocess.analyze_person(small, parser=runner)                 # load the models
+    for _ in range(repeats):
+        for backend, runner in runners.items():
+            for size, im in (("192x256", small), ("768x1024", big)):
+                times[f"analysis_{size}_{backend}"].append(
+                    median_ms(lambda: vton_preprocess.analyze_person(im, parser=runner), 1, warmup=0))
+    for key, values in times.items():
+        results[f"{key}_ms"] = statistics.median(values)
+    for size in ("192x256", "768x1024"):                    # what the worker runs on a CPU
+        results[f"analysis_{size}_ms"] = results[f"analysis_{size}_openvino_ms"]
     results["cloth_segmentation_768x1024_ms"] = median_ms(lambda: vton_preprocess.segment_cloth(cloth), repeats)
     results["cloth_segmentation_192x256_ms"] = median_ms(
         lambda: vton_preprocess.segment_cloth(cloth.resize((W, H))), repeats)
@@ -364,13 +378,30 @@ def section_preprocess(results: dict, repeats: int) -> None:
 
 
 def section_parser(results: dict, rgb: np.ndarray, repeats: int) -> None:
-    """The person parser alone on one framed 192×256 person, fp32, and bf16 autocast."""
+    """The person parser alone on one framed 192×256 person: PyTorch fp32 and bf16 autocast,
+    OpenVINO fp32 and (on CPUs with native bf16) bf16, interleaved."""
+    import openvino_backend
+    import vton_preprocess
     from vton_preprocess.parser import get_parser, to_input
     model, x = get_parser(), to_input(rgb)
-    with torch.inference_mode():
-        results["parser_fp32_ms"] = median_ms(lambda: model(x), repeats * 3, warmup=3)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            results["parser_bf16_ms"] = median_ms(lambda: model(x), repeats * 3, warmup=3)
+
+    def torch_run(dtype):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            model(x)
+    runs = {"parser_fp32_ms": lambda: torch_run("fp32"), "parser_bf16_ms": lambda: torch_run("bf16")}
+    precisions = ["fp32"] + (["bf16"] if "BF16" in openvino_backend.cpu_capabilities() else [])
+    for precision in precisions:
+        runner = vton_preprocess.load_person_parser("openvino", precision=precision)
+        runs[f"parser_openvino_{precision}_ms"] = lambda r=runner: r(rgb)
+    times = {key: [] for key in runs}
+    for run in runs.values():
+        median_ms(run, 3, warmup=3)
+    for _ in range(repeats * 3):
+        for key, run in runs.items():
+            times[key].append(median_ms(run, 1, warmup=0))
+    for key, values in times.items():
+        results[key] = statistics.median(values)
+    results["parser_serving_ms"] = results[f"parser_openvino_{precisions[-1]}_ms"]
 
 
 @contextlib.contextmanager
@@ -586,7 +617,8 @@ GOALS = [  # (key, label, comparison, goal)
     ("representation_ms", "person representation (ms/pair)", "<=", 3.0),
     ("analysis_192x256_ms", "person analysis 192×256 (ms)", "<=", 40.0),
     ("analysis_768x1024_ms", "person analysis 768×1024 (ms)", "<=", 80.0),
-    ("parser_fp32_ms", "person parser 192×256, fp32 (ms)", "<=", 10.0),
+    ("parser_serving_ms", "person parser 192×256, OpenVINO, bf16 where native (ms)", "<=", 10.0),
+    ("analysis_768x1024_torch_ms", "person analysis 768×1024, parser on PyTorch fp32 (ms)", "<=", 80.0),
     ("cloth_segmentation_768x1024_ms", "cloth segmentation 768×1024 (ms)", "<=", 10.0),
     ("e2e_new_person_p50_ms", "handler e2e, new person, p50 (ms)", "<=", 250.0),
     ("e2e_cached_person_p50_ms", "handler e2e, cached person, p50 (ms)", "<=", 150.0),
