@@ -20,11 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -44,6 +43,9 @@ from vton_core.devices import resolve_device_name
 from vton_core.errors import CheckpointError, InvalidInput, NoCloth, NoPerson, VTONError
 from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
 from vton_core.model_spec import BACKENDS, DEFAULT_CONFIG, OUTPUT_SIZES, PRECISIONS, CPVTONConfig
+
+if TYPE_CHECKING:                       # annotations only: torch is imported where it runs
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +257,10 @@ def _preprocess_module():
 class CPVTONNetworks:
     """GMM and TOM with their weights loaded, frozen, on ``device``; ``weights`` says which."""
 
-    gmm: "torch.nn.Module"
-    tom: "torch.nn.Module"
+    gmm: torch.nn.Module
+    tom: torch.nn.Module
     weights: WeightsInfo
-    device: "torch.device"
+    device: torch.device
     channels_last: bool
     cfg: CPVTONConfig = DEFAULT_CONFIG
     backend_reason: str = "requested"   # why PyTorch runs them (BACKEND=auto explains itself)

@@ -4,8 +4,8 @@ reads and compiles the saved models):
 
     python -m openvino_backend CHECKPOINT_DIR [--cache-dir DIR]
 
-Exits 0 with the pipeline entry's folder printed (the parser's is logged), or 1 with the reason (missing or malformed checkpoint,
-OpenVINO not installed, cache not writable).
+Exits 0 with the pipeline entry's folder printed (the parser's is logged), or 1 with the reason
+(missing or malformed checkpoint, OpenVINO not installed, cache not writable).
 """
 from __future__ import annotations
 

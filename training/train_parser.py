@@ -38,8 +38,7 @@ from tqdm import tqdm
 from training.metrics import confusion_matrix, parse_ious
 from training.parser_data import Augment, augment, load_cache, make_backgrounds
 from vton_core.digest import file_sha256
-from vton_preprocess.parser import (NUM_LABELS, ParserConfig, PersonParser, card_path,
-                                    save_parser, to_input)
+from vton_preprocess.parser import NUM_LABELS, ParserConfig, PersonParser, card_path, save_parser, to_input
 
 log = logging.getLogger("train_parser")
 

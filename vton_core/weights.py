@@ -18,7 +18,13 @@ from torch import nn
 
 from networks import DEFAULT_CONFIG, CPVTONConfig, build_gmm, build_tom
 from vton_core.checkpoints import (  # noqa: F401 - part of this module's API
-    GMM_FILE, HOW_TO_GET, TOM_FILE, WeightsInfo, checked_file_sha256, file_sha256)
+    GMM_FILE,
+    HOW_TO_GET,
+    TOM_FILE,
+    WeightsInfo,
+    checked_file_sha256,
+    file_sha256,
+)
 from vton_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cp_dataset import keypoints_from_openpose
-from vton_core.model_spec import DEFAULT_CONFIG, OUTPUT_SIZES
 from vton_core.errors import BatchTooLarge, InvalidInput, echoed_name
+from vton_core.model_spec import DEFAULT_CONFIG, OUTPUT_SIZES
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
 CLOTH_FIELDS = ("cloth_image", "cloth_image_url", "cloth_mask")
