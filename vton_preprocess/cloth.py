@@ -10,6 +10,7 @@ that touches the frame stays foreground because its border pixels are candidates
 from __future__ import annotations
 
 import logging
+import math
 
 import cv2
 import numpy as np
@@ -63,13 +64,8 @@ def cloth_probability(rgb: np.ndarray) -> np.ndarray:
                                             interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (3, 3), 0)
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    border = _border_pixels(lab, C.CLOTH_BORDER_PX)
-    bg = np.median(border, axis=0)
-    dist = np.linalg.norm(lab - bg, axis=2)
-    # Threshold above the background's own variation (vignetting, shadows, JPEG noise).
-    noise = float(np.percentile(np.linalg.norm(border - bg, axis=1), C.CLOTH_BORDER_NOISE_PCT))
-    thr = max(C.CLOTH_MIN_COLOUR_DIST, C.CLOTH_NOISE_FACTOR * noise)
-    candidate = dist > thr
+    bg, thr = _background_model(_border_pixels(lab, C.CLOTH_BORDER_PX))
+    candidate = np.linalg.norm(lab - bg, axis=2) > thr
     # Edges carry white-on-white garments: outlines, seams and folds.
     edges = cv2.Canny(lab[:, :, 0].astype(np.uint8), C.CLOTH_CANNY_LOW, C.CLOTH_CANNY_HIGH)
     candidate |= edges > 0
@@ -82,13 +78,46 @@ def cloth_probability(rgb: np.ndarray) -> np.ndarray:
     return fg.astype(np.float32)
 
 
+def _background_model(lab_border: np.ndarray) -> tuple[np.ndarray, float]:
+    """(background Lab colour, colour-distance threshold) from the N×3 Lab pixels of a frame."""
+    bg = np.median(lab_border, axis=0)
+    # Threshold above the background's own variation (vignetting, shadows, JPEG noise).
+    noise = float(np.percentile(np.linalg.norm(lab_border - bg, axis=1), C.CLOTH_BORDER_NOISE_PCT))
+    return bg, max(C.CLOTH_MIN_COLOUR_DIST, C.CLOTH_NOISE_FACTOR * noise)
+
+
+def refine_edge(rgb: np.ndarray, mask: np.ndarray, band_px: int) -> np.ndarray:
+    """The garment mask's edge re-decided at the photo's resolution, by colour.
+
+    ``mask`` (H×W bool) was found at the working resolution and upsampled: its edge is only as
+    precise as a working pixel and lies on the outline, part of it background. Within
+    ``band_px`` photo pixels of that edge a pixel is garment where its colour differs from the
+    background (the photo frame's median, as in :func:`cloth_probability`) by more than the
+    threshold; the rest of the mask is kept. Returns H×W bool.
+    """
+    m = mask.astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
+    inner, outer = cv2.erode(m, kernel) > 0, cv2.dilate(m, kernel) > 0
+    ys, xs = np.nonzero(outer & ~inner)
+    if len(ys) == 0:
+        return mask.copy()
+    border = _border_pixels(rgb, C.CLOTH_BORDER_PX)
+    to_lab = lambda px: cv2.cvtColor(np.ascontiguousarray(px[None]), cv2.COLOR_RGB2LAB)[0].astype(np.float32)
+    bg, thr = _background_model(to_lab(border))
+    refined = inner.copy()
+    refined[ys, xs] = np.linalg.norm(to_lab(rgb[ys, xs]) - bg, axis=1) > thr
+    return refined
+
+
 def segment_cloth_array(rgb: np.ndarray) -> np.ndarray:
-    """H×W×3 uint8 RGB product photo -> H×W bool garment mask (possibly empty)."""
+    """H×W×3 uint8 RGB product photo -> H×W bool garment mask (possibly empty), its edge
+    precise to a photo pixel (:func:`refine_edge`)."""
     h, w = rgb.shape[:2]
     m = cloth_probability(rgb)
     if m.shape != (h, w):
         m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-    return m >= 0.5
+    band = math.ceil(C.CLOTH_EDGE_BAND_WORK_PX / _work_scale(h, w))
+    return refine_edge(rgb, m >= 0.5, band)
 
 
 def face_is_printed(box: tuple[int, int, int, int], mask: np.ndarray) -> bool:

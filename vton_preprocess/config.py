@@ -21,6 +21,7 @@ CLOTH_CANNY_HIGH = 18
 CLOTH_CLOSE_PX = 7              # closing kernel that seals gaps in faint outlines
 CLOTH_OPEN_PX = 3               # opening kernel that removes specks and thin shadows
 CLOTH_MIN_AREA_FRAC = 0.02      # a mask smaller than this fraction of the image is "no cloth"
+CLOTH_EDGE_BAND_WORK_PX = 1.5   # the mask's edge is re-decided by colour at the photo's resolution within this many working pixels
 # A garment photo with a face in it shows a person wearing it (refused), unless the face is a print
 # on the garment: the garment then extends this many face widths beyond the face on both sides.
 CLOTH_FACE_MIN_SCORE = 0.75     # face-detector score that counts as a face in a garment photo
