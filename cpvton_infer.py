@@ -39,10 +39,18 @@ from cp_dataset import (
     person_representations,
 )
 from vton_core.checkpoints import GMM_FILE, TOM_FILE, WeightsInfo, checked_file_sha256
+from vton_core.compose import FullResolutionTryOn, fit_to_frame
 from vton_core.devices import resolve_device_name
 from vton_core.errors import CheckpointError, InvalidInput, NoCloth, NoPerson, VTONError
 from vton_core.images import DEFAULT_MAX_PIXELS, check_same_size, load_label_map, load_mask, load_rgb
-from vton_core.model_spec import BACKENDS, DEFAULT_CONFIG, OUTPUT_SIZES, PRECISIONS, CPVTONConfig
+from vton_core.model_spec import (
+    BACKENDS,
+    DEFAULT_CONFIG,
+    GARMENT_RESOLUTIONS,
+    OUTPUT_SIZES,
+    PRECISIONS,
+    CPVTONConfig,
+)
 
 if TYPE_CHECKING:                       # annotations only: torch is imported where it runs
     import torch
@@ -110,11 +118,13 @@ class PreparedPerson:
 @dataclass
 class PreparedCloth:
     """A garment ready for the networks: cloth 3×H×W float32 in [-1, 1], mask 1×H×W float32 in
-    {0, 1}."""
+    {0, 1}; original: the photo as received (RGB) and photo_mask its H×W bool garment mask (the
+    full-resolution result samples both)."""
 
     cloth: np.ndarray
     mask: np.ndarray
     original: Image.Image
+    photo_mask: np.ndarray
     notes: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -123,8 +133,9 @@ class PreparedCloth:
 class TryOnResult:
     """The try-on and its intermediates (PIL images of the model size, 192×256, unless noted).
 
-    image: the result, at the person photo's size (``output_size="original"``) or 192×256;
-    model_image: the 192×256 synthesis; warped_cloth (RGB), warped_mask (L, before binarising),
+    image: the result, at the person photo's size (``output_size="original"``; the garment drawn
+    from its photo at that resolution with ``garment_resolution="full"``, or the model image
+    upscaled with ``"model"``) or 192×256; model_image: the 192×256 synthesis; warped_cloth (RGB), warped_mask (L, before binarising),
     rendered (RGB), composite_mask (L), warped_grid (RGB); parse: 256×192 uint8 labels;
     keypoints: 18×3 in model pixels; random_weights: True when the weights were random.
     """
@@ -546,28 +557,11 @@ class CPVTONPlusModel:
         if not mask.any():
             raise NoCloth("the garment mask is empty", field="cloth_mask")
         _preprocess_module().check_garment_alone(image, mask)
-        model_image, model_mask = self._fit_cloth(image, mask)
+        # The model's 3:4 frame: scaled to touch it, centred, padded with white.
+        model_image, model_mask = fit_to_frame(image, mask, self.model_size)
         return PreparedCloth(cloth=normalize(np.asarray(model_image)),
-                             mask=cloth_mask_array(model_mask), original=image,
+                             mask=cloth_mask_array(model_mask), original=image, photo_mask=mask,
                              timings_ms={"cloth": _ms(t0)})
-
-    def _fit_cloth(self, image: Image.Image, mask: np.ndarray) -> tuple[Image.Image, np.ndarray]:
-        """Fit into the model's 3:4 frame: scaled to touch it, centred, padded with white (the
-        mask with empty). Drawn at the model size, so memory does not grow with the photo's
-        aspect ratio (a 32,766×1 strip would need a 32,766×43,688 canvas at its own scale)."""
-        w, h = self.model_size
-        if image.size == (w, h):
-            return image, mask
-        iw, ih = image.size
-        scale = min(w / iw, h / ih)
-        sw, sh = max(1, round(iw * scale)), max(1, round(ih * scale))
-        offset = ((w - sw) // 2, (h - sh) // 2)
-        canvas = Image.new("RGB", (w, h), (255, 255, 255))
-        canvas.paste(image.resize((sw, sh), Image.BICUBIC, reducing_gap=3.0), offset)
-        mcanvas = Image.new("L", (w, h), 0)
-        mcanvas.paste(Image.fromarray(mask.astype(np.uint8) * 255, "L").resize((sw, sh), Image.BILINEAR),
-                      offset)
-        return canvas, np.asarray(mcanvas) >= MASK_THRESHOLD
 
     # -- the networks --------------------------------------------------------------------------
     def forward_tensors(self, agnostic_gmm, agnostic_tom, cloth, cloth_mask) -> dict:
@@ -621,11 +615,15 @@ class CPVTONPlusModel:
 
     def run(self, persons: PreparedPerson | Iterable[PreparedPerson],
             cloths: PreparedCloth | Iterable[PreparedCloth], *,
-            output_size: str = "original") -> list[TryOnResult]:
+            output_size: str = "original", garment_resolution: str = "full") -> list[TryOnResult]:
         """Try ``cloths[i]`` on ``persons[i]`` for every i, one forward pass per stage.
 
         Either side may also be a single prepared item (or a one-item list), used for every
-        item of the other side: one prepared person with many garments. Any iterables."""
+        item of the other side: one prepared person with many garments. Any iterables.
+        ``output_size``: "original" (the person photo's size) or "model" (192×256);
+        ``garment_resolution`` (for "original"): "full" draws the garment from its photo at the
+        result's resolution through the upsampled grid (:mod:`vton_core.compose`), "model"
+        upscales the 192×256 try-on."""
         persons = [persons] if isinstance(persons, PreparedPerson) else list(persons)
         cloths = [cloths] if isinstance(cloths, PreparedCloth) else list(cloths)
         if len(persons) == 1 and len(cloths) > 1:
@@ -636,6 +634,8 @@ class CPVTONPlusModel:
             raise ValueError("run() needs as many persons as cloths")
         if output_size not in OUTPUT_SIZES:
             raise InvalidInput(f"must be one of {OUTPUT_SIZES}", field="output_size")
+        if garment_resolution not in GARMENT_RESOLUTIONS:
+            raise InvalidInput(f"must be one of {GARMENT_RESOLUTIONS}", field="garment_resolution")
         if not persons:
             return []
         t0 = time.perf_counter()
@@ -648,18 +648,21 @@ class CPVTONPlusModel:
                                   np.stack([c.mask for c in cloths]))
         net_ms = _ms(t0)
         shared = {"representation": rep_ms, "networks": net_ms}
-        return [self._result(i, p, c, out, output_size, shared)
+        return [self._result(i, p, c, out, output_size, garment_resolution, shared)
                 for i, (p, c) in enumerate(zip(persons, cloths))]
 
     def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
-                output_size: str, batch_ms: dict) -> TryOnResult:
+                output_size: str, garment_resolution: str, batch_ms: dict) -> TryOnResult:
         t0 = time.perf_counter()
         model_image = tensor_to_pil(out["tryon"][i])
         warped_mask = out["warped_mask"][i]
         image = model_image
         if output_size == "original" and person.framing is not None:
             changed = replaced_region(person.parse, warped_mask[0])
-            image = person.framing.paste_back(person.original, model_image, changed)
+            render = None                       # garment_resolution "model": upscaled
+            if garment_resolution == "full":
+                render = self.full_resolution(i, person, cloth, out).render
+            image = person.framing.paste_back(person.original, model_image, changed, render)
         notes = person.notes + cloth.notes
         if self.weights.random:
             notes += ("random weights: the image is not a real try-on",)
@@ -674,17 +677,32 @@ class CPVTONPlusModel:
         result.timings_ms["postprocess"] = _ms(t0)
         return result
 
+    def full_resolution(self, i: int, person: PreparedPerson, cloth: PreparedCloth,
+                        out: dict) -> FullResolutionTryOn:
+        """Item ``i`` of the networks' outputs ``out`` (:meth:`forward_arrays`) ready to be drawn
+        at the person photo's resolution (``person.framing`` must be set); the fitted garment
+        has at most as many pixels as the person photo (or the model frame), so memory follows
+        the photo."""
+        box = person.framing.box
+        photo = person.original
+        return FullResolutionTryOn.build(
+            grid=out["grid"][i], rendered=out["rendered"][i], composite=out["composite_mask"][i],
+            warped_mask=out["warped_mask"][i], garment=cloth.original, garment_mask=cloth.photo_mask,
+            box_width=box[2] - box[0],
+            max_pixels=max(photo.width * photo.height, self.cfg.width * self.cfg.height))
+
     # -- convenience ---------------------------------------------------------------------------
     def try_on(self, person, cloth, *, parse=None, pose=None, person_mask=None, cloth_mask=None,
-               output_size: str = "original") -> TryOnResult:
-        """Try ``cloth`` on ``person``. Images: PIL, numpy arrays, file paths or encoded bytes."""
+               output_size: str = "original", garment_resolution: str = "full") -> TryOnResult:
+        """Try ``cloth`` on ``person``. Images: PIL, numpy arrays, file paths or encoded bytes.
+        ``output_size`` and ``garment_resolution``: see :meth:`run`."""
         p = self.prepare_person(person, parse=parse, pose=pose, person_mask=person_mask)
         c = self.prepare_cloth(cloth, cloth_mask=cloth_mask)
-        return self.run([p], [c], output_size=output_size)[0]
+        return self.run([p], [c], output_size=output_size, garment_resolution=garment_resolution)[0]
 
     def try_on_batch(self, pairs: Iterable[PairInput] | None = None, *, person: Any = None,
-                     cloths: Iterable[Any] | None = None, output_size: str = "original"
-                     ) -> list[TryOnResult]:
+                     cloths: Iterable[Any] | None = None, output_size: str = "original",
+                     garment_resolution: str = "full") -> list[TryOnResult]:
         """Many try-ons, one forward pass per stage; the same forms as the client's
         ``try_on_batch``:
 
@@ -700,7 +718,8 @@ class CPVTONPlusModel:
         if person is not None:
             prepared = person if isinstance(person, PreparedPerson) else self.prepare_person(person)
             cloth_list = [self.prepare_cloth(c) for c in cloths or ()]
-            return self.run([prepared] * len(cloth_list), cloth_list, output_size=output_size)
+            return self.run([prepared] * len(cloth_list), cloth_list, output_size=output_size,
+                            garment_resolution=garment_resolution)
         persons, cloth_list = [], []
         for i, pair in enumerate(pairs):
             item = pair_mapping(pair, f"pairs[{i}]")
@@ -708,7 +727,8 @@ class CPVTONPlusModel:
                                                pose=item.get("pose"),
                                                person_mask=item.get("person_mask")))
             cloth_list.append(self.prepare_cloth(item["cloth"], cloth_mask=item.get("cloth_mask")))
-        return self.run(persons, cloth_list, output_size=output_size)
+        return self.run(persons, cloth_list, output_size=output_size,
+                        garment_resolution=garment_resolution)
 
 
 def pair_mapping(pair: PairInput, where: str = "pair") -> Mapping[str, Any]:

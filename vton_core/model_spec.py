@@ -47,3 +47,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 BACKENDS = ("torch", "openvino")
 #: Size of the returned try-on: the person photo's, or the model's 192×256.
 OUTPUT_SIZES = ("original", "model")
+#: How the garment is drawn into a photo-size result: sampled from the garment photo at the
+#: photo's resolution ("full"), or the model's 192×256 image upscaled ("model").
+GARMENT_RESOLUTIONS = ("full", "model")

@@ -52,6 +52,7 @@ EAR_LATERAL_SCALE = 1.2
 MIN_PERSON_HEIGHT_FRAC = 0.15   # body mask shorter than this fraction of the image: too small
 FRAME_MARGIN = 0.06             # margin around the person inside the 3:4 box (fraction of height)
 FEATHER_PX = 6                  # paste-back feather width, in model pixels (scales with the box)
+PASTE_STRIP_PIXELS = 1 << 20    # the paste-back draws the try-on in strips of at most this many photo pixels
 # VITON framing: the top of the head at HEAD_TOP_FRAC and the hip line at HIP_FRAC of the box
 # height (where they sit in the VITON training images); from the shoulders when hips are absent.
 HEAD_TOP_FRAC = 0.03

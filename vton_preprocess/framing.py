@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from vton_core.compose import upscaled
 from vton_core.errors import InvalidInput, NoPerson
 
 from . import config as C
@@ -93,16 +95,19 @@ class Framing:
         return out
 
     def paste_back(self, original: Image.Image, model_image: Image.Image,
-                   changed: np.ndarray) -> Image.Image:
+                   changed: np.ndarray, render: Callable | None = None) -> Image.Image:
         """Put the try-on result back into the full-resolution photo.
 
         model_image: 192×256 RGB; changed: 256×192 float in [0, 1] (where the try-on altered the
         person). Returns an image of the original's size where only the changed region (with a
-        feathered edge) comes from the upscaled model image. The feathering is done at the model
-        size and scaled up with the box, and only the rectangle the blend touches (within the
-        photo) is upscaled, converted and written: memory is bounded by the photo, whatever
-        the box.
+        feathered edge) comes from the try-on. ``render(to_model, (w, h))`` draws the try-on
+        for w×h photo pixels that the 2×3 affine ``to_model`` maps to model pixels (h×w×3 float
+        in [0, 255]; :class:`vton_core.compose.FullResolutionTryOn`); by default the model image
+        upscaled (Lanczos). The feathering is done at the model size and scaled up with the
+        box; only the rectangle the blend touches (within the photo) is drawn, in strips of at
+        most ``C.PASTE_STRIP_PIXELS`` pixels: memory is bounded by the photo, whatever the box.
         """
+        render = render or upscaled(model_image)
         out = np.array(original.convert("RGB"))                       # H×W×3 uint8 (a copy)
         H, W = out.shape[:2]
         x0, y0, x1, y1 = (int(round(v)) for v in self.box)
@@ -121,19 +126,19 @@ class Framing:
         by0, by1 = max(int(my0 * s), -y0, 0), min(int(np.ceil(my1 * s)), bh, H - y0)
         if bx0 >= bx1 or by0 >= by1:
             return Image.fromarray(out)
-        # Upscale model image and alpha to the touched rectangle only (box px (bx0, by0) on):
-        # model px = (box px + 0.5) / s - 0.5, the mapping of a resize to the whole box.
-        to_model = np.array([[1 / s, 0, (bx0 + 0.5) / s - 0.5],
-                             [0, 1 / s, (by0 + 0.5) / s - 0.5]], np.float64)
-        size = (bx1 - bx0, by1 - by0)
-        up = cv2.warpAffine(np.asarray(model_image.convert("RGB")), to_model, size,
-                            flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        a = cv2.warpAffine(alpha, to_model, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REPLICATE)[:, :, None]
-        region = out[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1]
-        blended = region.astype(np.float32) * (1 - a) + up * a
-        region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        strip = max(1, C.PASTE_STRIP_PIXELS // (bx1 - bx0))
+        for top in range(by0, by1, strip):
+            bottom = min(top + strip, by1)
+            # box px (bx0, top) on -> model px = (box px + 0.5) / s - 0.5, the mapping of a
+            # resize to the whole box.
+            to_model = np.array([[1 / s, 0, (bx0 + 0.5) / s - 0.5],
+                                 [0, 1 / s, (top + 0.5) / s - 0.5]], np.float64)
+            size = (bx1 - bx0, bottom - top)
+            a = cv2.warpAffine(alpha, to_model, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)[:, :, None]
+            region = out[y0 + top:y0 + bottom, x0 + bx0:x0 + bx1]
+            blended = region.astype(np.float32) * (1 - a) + render(to_model, size) * a
+            region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(out)
 
 

@@ -4,9 +4,10 @@ Nothing here comes from a data set: :func:`person_photo` is scikit-image's bundl
 ``astronaut`` picture (a real upper-body photo of Eileen Collins, public domain, shipped in the
 scikit-image wheel: a development requirement), :func:`request_images` are the person photo (that
 picture, 320×320 JPEG) and drawn t-shirt of ``test_input.json`` (what the smoke run and the
-client use, with the worker's own packages only), :func:`garment` is a t-shirt the project draws,
-and :func:`synthetic_person` is a drawn figure with an exact parse map, pose and mask, so that the
-model can run without any person detector (warm-up, fast tests).
+client use, with the worker's own packages only), :func:`garment` is a t-shirt the project draws
+(:func:`printed_garment` the same with fine print), :func:`synthetic_person` is a drawn figure
+with an exact parse map, pose and mask, so that the model can run without any person detector
+(warm-up, fast tests), and :func:`framed_person` that figure framed as VITON frames a person.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 #: Design canvas of the drawn figure and garment (VITON's 192×256); drawings scale from it.
 _DESIGN_W, _DESIGN_H = 192.0, 256.0
@@ -97,6 +98,25 @@ def garment(width: int = 192, height: int = 256, color=(200, 40, 60)) -> Image.I
     return shirt
 
 
+def printed_garment(width: int = 768, height: int = 1024, color=(200, 40, 60)) -> Image.Image:
+    """:func:`garment` with fine print on the chest: lines of small text and a patch of
+    1-pixel stripes, the detail a 192×256 model image cannot hold (PIL RGB)."""
+    shirt = garment(width, height, color)
+    mask = Image.fromarray(garment_mask(shirt).astype(np.uint8) * 255, "L")
+    printed = shirt.copy()
+    draw = ImageDraw.Draw(printed)
+    x0, x1 = round(0.36 * width), round(0.64 * width)
+    y0, y1 = round(0.30 * height), round(0.62 * height)
+    font = ImageFont.load_default()
+    line = max(8, round(0.016 * height))
+    for i, y in enumerate(range(y0, (y0 + y1) // 2 - line, line)):
+        draw.text((x0, y), f"FINE PRINT {i:02d}: 1 px strokes", fill=(255, 255, 255), font=font)
+    for x in range(x0, x1, 4):                                     # 1-px vertical stripes
+        draw.line([(x, (y0 + y1) // 2), (x, y1)], fill=(20, 20, 20), width=1)
+    shirt.paste(printed, mask=mask)
+    return shirt
+
+
 def synthetic_person(width: int = 192, height: int = 256) -> SyntheticPerson:
     """A drawn standing figure (hair, face, t-shirt, arms, trousers, shoes) with its annotations."""
     sx, sy = width / _DESIGN_W, height / _DESIGN_H
@@ -129,6 +149,27 @@ def synthetic_person(width: int = 192, height: int = 256) -> SyntheticPerson:
     parse = np.asarray(labels, dtype=np.uint8).copy()
     pose = np.array([(x, y, 0.9) for x, y in k], dtype=np.float64)
     return SyntheticPerson(image=image, parse=parse, pose=pose, mask=parse > 0)
+
+
+def framed_person(width: int = 768) -> SyntheticPerson:
+    """The drawn figure in a photo framed as VITON frames its persons: the photo (W×H, 3:4) is
+    the person's box (head at the top, hips at about 78 %), so the garment is drawn at the photo's
+    full scale. Keypoints that fall outside the photo are missing (confidence 0)."""
+    from vton_preprocess.framing import frame_person
+
+    probe = synthetic_person(768, 1024)
+    bx0, by0, bx1, _ = frame_person(probe.image.size, probe.pose, probe.mask).box
+    f = width / (bx1 - bx0)
+    height = width * 4 // 3
+    full = synthetic_person(round(768 * f), round(1024 * f))
+    x0, y0 = round(bx0 * f), round(by0 * f)
+    pose = full.pose.copy()
+    pose[:, :2] -= (x0, y0)
+    outside = ((pose[:, 0] < 0) | (pose[:, 0] >= width) | (pose[:, 1] < 0) | (pose[:, 1] >= height))
+    pose[outside] = 0
+    return SyntheticPerson(image=full.image.crop((x0, y0, x0 + width, y0 + height)),
+                           parse=full.parse[y0:y0 + height, x0:x0 + width].copy(), pose=pose,
+                           mask=full.mask[y0:y0 + height, x0:x0 + width].copy())
 
 
 def garment_mask(cloth: Image.Image, threshold: int = 245) -> np.ndarray:
