@@ -28,7 +28,7 @@ RunFn = Callable[..., list]
 class _Call:
     persons: Sequence
     cloths: Sequence
-    output_size: str
+    options: dict                  # the result options (output_size, garment_resolution)
     cancelled: Optional[threading.Event] = None
     future: Future = field(default_factory=Future)
 
@@ -41,7 +41,8 @@ class _Call:
 
 
 class MicroBatcher:
-    """Runs ``run_fn(persons, cloths, output_size=...)`` for concurrent callers in shared batches.
+    """Runs ``run_fn(persons, cloths, **options)`` for concurrent callers in shared batches (calls
+    join a batch only with the same result options, e.g. ``output_size``).
 
     Args:
         run_fn: the batched function (``CPVTONPlusModel.run``), returning one result per pair.
@@ -59,14 +60,14 @@ class MicroBatcher:
         self._thread.start()
         self.batches_run = 0          # joint passes so far (for tests and logs)
 
-    def run(self, persons: Sequence, cloths: Sequence, *, output_size: str = "original",
-            cancelled: Optional[threading.Event] = None) -> list:
+    def run(self, persons: Sequence, cloths: Sequence, *,
+            cancelled: Optional[threading.Event] = None, **options) -> list:
         """Queue one call and wait for its results (exceptions are re-raised in the caller).
 
         ``cancelled``: the job's cancellation flag; a call still waiting when it is set is
-        dropped with :class:`errors.JobCancelled`.
+        dropped with :class:`errors.JobCancelled`. ``options`` are passed to ``run_fn``.
         """
-        call = _Call(list(persons), list(cloths), output_size, cancelled)
+        call = _Call(list(persons), list(cloths), options, cancelled)
         self._queue.put(call)
         return call.future.result()
 
@@ -92,7 +93,7 @@ class MicroBatcher:
                 return calls, True
             if nxt.drop_if_cancelled():
                 continue
-            if nxt.output_size != first.output_size or items + len(nxt.persons) > self._max_items:
+            if nxt.options != first.options or items + len(nxt.persons) > self._max_items:
                 self._pending = nxt          # not joinable: it starts the next batch
 
                 break
@@ -117,10 +118,10 @@ class MicroBatcher:
         if not calls:
             return
         self.batches_run += 1
-        output_size = calls[0].output_size
+        options = calls[0].options
 
         def run(pairs: list) -> list:
-            return self._run_fn([p for p, _ in pairs], [c for _, c in pairs], output_size=output_size)
+            return self._run_fn([p for p, _ in pairs], [c for _, c in pairs], **options)
         try:
             outcomes = run_jointly([list(zip(c.persons, c.cloths)) for c in calls], run)
         except BaseException as exc:  # noqa: BLE001 - never leave a caller waiting

@@ -119,7 +119,8 @@ def item_output(it: ItemState, delivery: str, options: Options) -> dict:
     out: dict = {"index": it.index, "success": True}
     out["result_image_url" if delivery == "url" else "result_image"] = value
     out.update({"format": fmt, "width": result.image.width, "height": result.image.height,
-                "output_size": options.output_size, "person_cache_hit": bool(it.person_hit),
+                "output_size": options.output_size,
+                "garment_resolution": options.garment_resolution, "person_cache_hit": bool(it.person_hit),
                 "random_weights": bool(result.random_weights), "notes": list(result.notes),
                 "model_timings_ms": {k: round(float(v), 3) for k, v in result.timings_ms.items()
                                      if k not in it.person_stages}})

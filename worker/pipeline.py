@@ -98,12 +98,12 @@ def prepare_garments(worker: "Worker", state: JobState) -> None:
 def run_networks(worker: "Worker", state: JobState) -> None:
     """One batched forward pass for every item still standing (failures isolated per item)."""
     ready = state.live()
-    output_size = state.request.options.output_size
+    options = state.request.options.result_options()
     t0 = time.perf_counter()
     if ready:
         def run(items: list) -> list:
             return worker.run([it.person.prepared for it in items], [it.cloth for it in items],
-                              output_size, cancelled=state.cancelled)
+                              options, cancelled=state.cancelled)
         run_isolated(ready, run, job_id=state.job_id,
                      internal=lambda exc, items: worker.internal(state.job_id, exc, items))
     state.add_time("model", t0)
@@ -239,17 +239,19 @@ class Worker:
             mask_field = prefix + "cloth_mask"
             raise err.with_field(mask_field if err.field == "cloth_mask" else spec.image.field) from None
 
-    def _run_locked(self, persons: list, cloths: list, output_size: str) -> list:
+    def _run_locked(self, persons: list, cloths: list, **options) -> list:
         with self.model_lock:
-            return self.model.run(persons, cloths, output_size=output_size)
+            return self.model.run(persons, cloths, **options)
 
-    def run(self, persons: list, cloths: list, output_size: str,
+    def run(self, persons: list, cloths: list, options: dict,
             cancelled: threading.Event | None = None) -> list:
-        """``model.run`` under the lock, micro-batched with concurrent jobs when enabled; a call of
-        a job cancelled while it waited is dropped (:class:`vton_core.errors.JobCancelled`)."""
+        """``model.run(persons, cloths, **options)`` under the lock (``options``: the request's
+        :meth:`worker.schema.Options.result_options`), micro-batched with concurrent jobs when
+        enabled; a call of a job cancelled while it waited is dropped
+        (:class:`vton_core.errors.JobCancelled`)."""
         if self.batcher is not None:
-            return self.batcher.run(persons, cloths, output_size=output_size, cancelled=cancelled)
-        return self._run_locked(persons, cloths, output_size)
+            return self.batcher.run(persons, cloths, cancelled=cancelled, **options)
+        return self._run_locked(persons, cloths, **options)
 
     # -- side channels --------------------------------------------------------------------------
     def internal(self, job_id: str, err: BaseException, items: list) -> VTONError:

@@ -18,17 +18,19 @@ import numpy as np
 
 from cp_dataset import keypoints_from_openpose
 from vton_core.errors import BatchTooLarge, InvalidInput, echoed_name
-from vton_core.model_spec import DEFAULT_CONFIG, OUTPUT_SIZES
+from vton_core.model_spec import DEFAULT_CONFIG, GARMENT_RESOLUTIONS, OUTPUT_SIZES
 
 PERSON_FIELDS = ("person_image", "person_image_url", "person_parse", "person_pose", "person_mask")
 CLOTH_FIELDS = ("cloth_image", "cloth_image_url", "cloth_mask")
-OPTION_FIELDS = ("output_format", "jpeg_quality", "output_size", "return_intermediates")
+OPTION_FIELDS = ("output_format", "jpeg_quality", "output_size", "garment_resolution",
+                 "return_intermediates")
 BATCH_FIELDS = ("pairs", "cloth_images")
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 DEFAULT_OUTPUT_FORMAT = "png"
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_OUTPUT_SIZE = "original"
+DEFAULT_GARMENT_RESOLUTION = "full"
 #: Names of the optional intermediate images (``return_intermediates: true``).
 INTERMEDIATES = ("warped_cloth", "warped_mask", "composite_mask", "parse", "pose_overlay")
 
@@ -81,7 +83,12 @@ class Options:
     output_format: str = DEFAULT_OUTPUT_FORMAT
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     output_size: str = DEFAULT_OUTPUT_SIZE
+    garment_resolution: str = DEFAULT_GARMENT_RESOLUTION
     return_intermediates: bool = False
+
+    def result_options(self) -> dict:
+        """The options that shape the model's result (``CPVTONPlusModel.run`` keywords)."""
+        return {"output_size": self.output_size, "garment_resolution": self.garment_resolution}
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,12 @@ def _options(obj: dict) -> Options:
     if not isinstance(size, str) or size.lower() not in OUTPUT_SIZES:
         raise InvalidInput(f"must be one of {', '.join(OUTPUT_SIZES)}",
                            field="output_size")
+    resolution = obj.get("garment_resolution", DEFAULT_GARMENT_RESOLUTION)
+    if resolution is None:
+        resolution = DEFAULT_GARMENT_RESOLUTION
+    if not isinstance(resolution, str) or resolution.lower() not in GARMENT_RESOLUTIONS:
+        raise InvalidInput(f"must be one of {', '.join(GARMENT_RESOLUTIONS)}",
+                           field="garment_resolution")
     inter = obj.get("return_intermediates", False)
     if inter is None:
         inter = False
@@ -230,7 +243,8 @@ def _options(obj: dict) -> Options:
         raise InvalidInput("must be true or false",
                            field="return_intermediates")
     return Options(output_format=fmt.lower().replace("jpg", "jpeg"), jpeg_quality=quality,
-                   output_size=size.lower(), return_intermediates=inter)
+                   output_size=size.lower(), garment_resolution=resolution.lower(),
+                   return_intermediates=inter)
 
 
 def _batch(payload: dict, name: str, max_items: int, *, what: str) -> list:
