@@ -552,16 +552,19 @@ class CPVTONPlusModel:
             mask = load_mask(cloth_mask, field="cloth_mask", threshold=MASK_THRESHOLD,
                              max_pixels=self.max_pixels)
             check_same_size(mask, image.size, field="cloth_mask", image_name="the cloth image")
+            photo_mask = mask                   # the caller's mask is the silhouette as given
         else:
             mask = _preprocess_module().segment_cloth(image)
         if not mask.any():
             raise NoCloth("the garment mask is empty", field="cloth_mask")
         _preprocess_module().check_garment_alone(image, mask)
+        if cloth_mask is None:
+            photo_mask = _preprocess_module().photo_resolution_mask(np.asarray(image), mask)
         # The model's 3:4 frame: scaled to touch it, centred, padded with white.
         model_image, model_mask = fit_to_frame(image, mask, self.model_size)
         return PreparedCloth(cloth=normalize(np.asarray(model_image)),
-                             mask=cloth_mask_array(model_mask), original=image, photo_mask=mask,
-                             timings_ms={"cloth": _ms(t0)})
+                             mask=cloth_mask_array(model_mask), original=image,
+                             photo_mask=photo_mask, timings_ms={"cloth": _ms(t0)})
 
     # -- the networks --------------------------------------------------------------------------
     def forward_tensors(self, agnostic_gmm, agnostic_tom, cloth, cloth_mask) -> dict:

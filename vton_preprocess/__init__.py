@@ -18,7 +18,7 @@ import numpy as np
 from vton_core.errors import InvalidInput, NoCloth
 from vton_core.images import load_rgb
 from vton_preprocess import config as _C
-from vton_preprocess.cloth import find_wearer, segment_cloth_array
+from vton_preprocess.cloth import find_wearer, photo_resolution_mask, segment_cloth_array
 from vton_preprocess.framing import Framing, frame_person
 from vton_preprocess.models import warm_up
 from vton_preprocess.parser_runtime import ParserRunner, load_person_parser
@@ -34,7 +34,7 @@ from vton_preprocess.person import (
 MODEL_SIZE = _C.MODEL_SIZE
 
 __all__ = ["MODEL_SIZE", "PersonAnalysis", "analyze_person", "analyze_rgb", "segment_cloth",
-           "check_garment_alone",
+           "photo_resolution_mask", "check_garment_alone",
            "Framing", "frame_person", "ModelInputs", "person_model_inputs", "landmarks_to_coco",
            "warm_up", "ParserRunner", "load_person_parser"]
 

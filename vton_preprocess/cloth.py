@@ -110,14 +110,21 @@ def refine_edge(rgb: np.ndarray, mask: np.ndarray, band_px: int) -> np.ndarray:
 
 
 def segment_cloth_array(rgb: np.ndarray) -> np.ndarray:
-    """H×W×3 uint8 RGB product photo -> H×W bool garment mask (possibly empty), its edge
-    precise to a photo pixel (:func:`refine_edge`)."""
+    """H×W×3 uint8 RGB product photo -> H×W bool garment mask (possibly empty), found at the
+    working resolution (what the networks get, fitted to 192×256)."""
     h, w = rgb.shape[:2]
     m = cloth_probability(rgb)
     if m.shape != (h, w):
         m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-    band = math.ceil(C.CLOTH_EDGE_BAND_WORK_PX / _work_scale(h, w))
-    return refine_edge(rgb, m >= 0.5, band)
+    return m >= 0.5
+
+
+def photo_resolution_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`segment_cloth_array`'s H×W bool mask with its edge re-decided at the photo's own
+    resolution (:func:`refine_edge`): the silhouette of the full-resolution try-on, without the
+    background along the outline (which would show as a light rim)."""
+    band = math.ceil(C.CLOTH_EDGE_BAND_WORK_PX / _work_scale(*rgb.shape[:2]))
+    return refine_edge(rgb, mask, band)
 
 
 def face_is_printed(box: tuple[int, int, int, int], mask: np.ndarray) -> bool:

@@ -304,3 +304,22 @@ def test_shared_cloth_photos():
         m = P.segment_cloth(f)
         assert m.shape[::-1] == Image.open(f).size
         assert 0.1 < m.mean() < 0.8
+
+
+def test_the_photo_resolution_mask_leaves_out_the_background_along_the_outline():
+    """The working-resolution mask of a 768×1024 product photo, upsampled, takes in a rim of the
+    white background along the outline (a light rim in a full-resolution try-on); re-decided at
+    the photo's resolution it follows the garment to about a pixel."""
+    from vton_preprocess import photo_resolution_mask, segment_cloth
+    from worker import sample_images
+
+    shirt = sample_images.garment(768, 1024)
+    rgb = np.asarray(shirt)
+    truth = sample_images.garment_mask(shirt)
+    coarse = segment_cloth(shirt)
+    fine = photo_resolution_mask(rgb, coarse)
+    white = rgb.min(axis=2) >= 245
+    iou = lambda m: (m & truth).sum() / (m | truth).sum()
+    assert (coarse & white).sum() > 1000            # the rim the upsampled mask takes in
+    assert (fine & white).sum() < 0.05 * (coarse & white).sum()
+    assert iou(fine) >= 0.995 > iou(coarse)
