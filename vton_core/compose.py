@@ -87,44 +87,58 @@ def _linear_taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
 def upsample_grid(grid: np.ndarray, to_model: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A linearly padded (H+2)×(W+2)×2 grid → h×w×2 at ``size`` (w, h) output pixels, by exact
     separable bilinear interpolation in float32 (OpenCV's would round the weights to 1/32 of a
-    model pixel, a few photo pixels' worth of blur on a fine print). ``to_model`` must be
-    axis-aligned (scale and offset), as :meth:`vton_preprocess.framing.Framing.paste_back` gives."""
+    model pixel: a wobble of up to a quarter photo pixel on a fine print at 12 MP). ``to_model``
+    must be axis-aligned (scale and offset), as :meth:`vton_preprocess.framing.Framing.paste_back`
+    gives."""
     if to_model[0, 1] or to_model[1, 0]:
         raise ValueError("upsample_grid needs an axis-aligned map (no rotation or shear)")
     w, h = size
     # model px -> padded px (+1)
     x0, fx = _linear_taps(to_model[0, 0] * np.arange(w) + to_model[0, 2] + 1, grid.shape[1])
     y0, fy = _linear_taps(to_model[1, 1] * np.arange(h) + to_model[1, 2] + 1, grid.shape[0])
-    fx, fy = fx[None, :, None], fy[:, None, None]
-    cols = grid[:, x0] * (1 - fx) + grid[:, x0 + 1] * fx                 # (H+2)×w×2
-    return cols[y0] * (1 - fy) + cols[y0 + 1] * fy                       # h×w×2
+    cols = grid[:, x0]                                                   # (H+2)×w×2
+    cols += (grid[:, x0 + 1] - cols) * fx[None, :, None]
+    steps = cols[1:] - cols[:-1]                                         # (H+1)×w×2
+    out = cols[y0]
+    out += steps[y0] * fy[:, None, None]
+    return out                                                           # h×w×2
 
 
 def upsample(a: np.ndarray, to_model: np.ndarray, size: tuple[int, int], interpolation: int
              ) -> np.ndarray:
     """Model-size H×W(×C) array → ``size`` (w, h) output pixels through ``to_model`` (border
-    replicated). Float arrays stay float; OpenCV's interpolations (INTER_LINEAR, INTER_LANCZOS4)."""
+    replicated). Float arrays stay float; OpenCV's interpolations (INTER_LINEAR, INTER_CUBIC)."""
     return cv2.warpAffine(a, to_model, size, flags=interpolation | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+#: Pixels of padding around the fitted garment: the support of bicubic sampling.
+_GARMENT_PAD = 2
+#: The grid is upsampled exactly to this many times the model resolution once per try-on; each
+#: strip then interpolates that finer grid with OpenCV, whose weights (1/32 of a pixel) are then
+#: 1/128 of a model pixel: under 0.1 photo pixel at 12 MP, and fast.
+GRID_REFINE = 4
 
 
 @dataclass
 class FullResolutionTryOn:
     """One try-on's parts for drawing it at any resolution.
 
-    grid: H×W×2 float32 GMM grid (normalised, ``align_corners=True``), linearly padded by one
-    model pixel; rendered: H×W×3 float32 in [0, 255]; composite: H×W float32 M in [0, 1];
-    warped_mask: H×W float32 in [0, 1] (the model-size warped mask, before binarising);
-    garment: the garment fitted to a finer frame (RGB, W×H = 3n×4n); garment_mask: its H×W
-    uint8 mask in {0, 255}.
+    coords: the GMM grid turned into pixel coordinates of ``garment`` (where each model pixel
+    samples the fitted garment: the same physical point the normalised grid names in the model
+    frame), linearly padded by one model pixel and upsampled exactly by :data:`GRID_REFINE`:
+    ((H+2)·R)×((W+2)·R)×2 float32; garment: the garment
+    fitted to a finer 3:4 frame (3n×4n), padded by :data:`_GARMENT_PAD` pixels, as RGBA uint8
+    whose alpha is the garment mask (0 or 255; the padding repeats the RGB and is empty in
+    alpha: ``grid_sample``'s border and zero paddings); masks: H×W×2 float32 (TOM's composition
+    mask M, the warped mask before binarising), both in [0, 1]; rendered: H×W×3 float32 in
+    [0, 255].
     """
 
-    grid: np.ndarray
-    rendered: np.ndarray
-    composite: np.ndarray
-    warped_mask: np.ndarray
+    coords: np.ndarray
     garment: np.ndarray
-    garment_mask: np.ndarray
+    masks: np.ndarray
+    rendered: np.ndarray
 
     @classmethod
     def build(cls, *, grid: np.ndarray, rendered: np.ndarray, composite: np.ndarray,
@@ -134,41 +148,40 @@ class FullResolutionTryOn:
         composite and warped_mask 1×H×W or H×W in [0, 1]), the garment photo with its H×W bool
         mask, the output box's width in output pixels and the pixel budget of the fitted garment
         (see :func:`garment_frame_size`)."""
-        model_size = (composite.shape[-1], composite.shape[-2])
-        frame = garment_frame_size(box_width, garment.size, max_pixels, model_size)
+        mh, mw = composite.shape[-2:]
+        frame = garment_frame_size(box_width, garment.size, max_pixels, (mw, mh))
         fitted, fitted_mask = fit_to_frame(garment, garment_mask, frame)
-        rgb = (np.asarray(rendered, np.float32).transpose(1, 2, 0) + 1) * np.float32(127.5)
-        return cls(grid=_pad_linear(np.asarray(grid, np.float32)), rendered=np.ascontiguousarray(rgb),
-                   composite=np.asarray(composite, np.float32).reshape(model_size[::-1]),
-                   warped_mask=np.asarray(warped_mask, np.float32).reshape(model_size[::-1]),
-                   garment=np.asarray(fitted.convert("RGB")),
-                   garment_mask=fitted_mask.astype(np.uint8) * 255)
-
-    def garment_maps(self, to_model: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(map_x, map_y) h×w float32: where each output pixel samples the fitted garment, in its
-        pixels (centres), the same physical point as the model grid names in the model frame."""
-        g = upsample_grid(self.grid, to_model, size)                        # h×w×2 normalised
-        mh, mw = self.composite.shape
-        k = self.garment.shape[1] / mw                                        # frame px per model px
-        map_x = ((g[..., 0] + 1) * np.float32(0.5 * (mw - 1)) + np.float32(0.5)) * np.float32(k) - np.float32(0.5)
-        map_y = ((g[..., 1] + 1) * np.float32(0.5 * (mh - 1)) + np.float32(0.5)) * np.float32(k) - np.float32(0.5)
-        return map_x, map_y
+        k = frame[0] / mw                                                 # frame px per model px
+        # normalised (align_corners) -> model px -> frame px (centres) -> padded frame px
+        scale = np.array([0.5 * (mw - 1), 0.5 * (mh - 1)], np.float32)
+        coords = ((np.asarray(grid, np.float32) + 1) * scale + 0.5) * np.float32(k) - 0.5 + _GARMENT_PAD
+        r = GRID_REFINE
+        fine = np.array([[1 / r, 0, 0.5 / r - 1.5], [0, 1 / r, 0.5 / r - 1.5]])  # fine px -> model px
+        coords = upsample_grid(_pad_linear(coords), fine, ((mw + 2) * r, (mh + 2) * r))
+        rgba = fitted.convert("RGB")
+        rgba.putalpha(Image.fromarray(fitted_mask.astype(np.uint8) * 255, "L"))
+        p = _GARMENT_PAD
+        padded = cv2.copyMakeBorder(np.asarray(rgba), p, p, p, p, cv2.BORDER_REPLICATE)
+        padded[:p, :, 3] = padded[-p:, :, 3] = padded[:, :p, 3] = padded[:, -p:, 3] = 0
+        masks = np.stack([np.asarray(composite, np.float32).reshape(mh, mw),
+                          np.asarray(warped_mask, np.float32).reshape(mh, mw)], -1)
+        person = (np.asarray(rendered, np.float32).transpose(1, 2, 0) + 1) * np.float32(127.5)
+        return cls(coords=coords, garment=padded, masks=masks, rendered=np.ascontiguousarray(person))
 
     def render(self, to_model: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The try-on for ``size`` (w, h) output pixels mapped to model pixels by ``to_model``:
-        h×w×3 float32 in about [0, 255] (Lanczos may overshoot; the caller rounds and clips)."""
-        map_x, map_y = self.garment_maps(to_model, size)
-        # grid_sample's paddings: the garment's border repeats, its mask is empty outside.
-        # Bicubic keeps more of a fine print than bilinear at the same cost (bench.py: compose).
-        warped = cv2.remap(self.garment, map_x, map_y, cv2.INTER_CUBIC,
-                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        sharp = cv2.remap(self.garment_mask, map_x, map_y, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) / 255
-        composite = upsample(self.composite, to_model, size, cv2.INTER_LINEAR)
-        soft = upsample(self.warped_mask, to_model, size, cv2.INTER_LINEAR)
-        mask = silhouette_composite(composite, soft, sharp)[..., None]
-        rendered = upsample(self.rendered, to_model, size, cv2.INTER_LANCZOS4)
-        return warped * mask + rendered * (1 - mask)
+        h×w×3 float32 in about [0, 255] (bicubic may overshoot; the caller rounds and clips)."""
+        r = GRID_REFINE                    # model px -> fine px of ``coords`` (padded by 1 model px)
+        to_fine = to_model * r + np.array([[0, 0, 1.5 * r - 0.5], [0, 0, 1.5 * r - 0.5]])
+        where = upsample(self.coords, to_fine, size, cv2.INTER_LINEAR)    # h×w×2 garment px
+        # Bicubic keeps more of a fine print than bilinear (benchmarks/bench.py: compose).
+        rgba = cv2.remap(self.garment, where, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        warped = rgba[..., :3].astype(np.float32)
+        sharp = rgba[..., 3].astype(np.float32) / np.float32(255)
+        masks = upsample(self.masks, to_model, size, cv2.INTER_LINEAR)     # h×w×2
+        mask = silhouette_composite(masks[..., 0], masks[..., 1], sharp)[..., None]
+        person = upsample(self.rendered, to_model, size, cv2.INTER_CUBIC)
+        return person + (warped - person) * mask
 
 
 def silhouette_composite(composite: np.ndarray, soft: np.ndarray, sharp: np.ndarray) -> np.ndarray:

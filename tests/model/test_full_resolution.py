@@ -8,7 +8,13 @@ import pytest
 from PIL import Image
 
 from cpvton_infer import CPVTONPlusModel, tensor_to_pil
-from vton_core.compose import FullResolutionTryOn, fit_to_frame, garment_frame_size, silhouette_composite
+from vton_core.compose import (
+    _GARMENT_PAD,
+    FullResolutionTryOn,
+    fit_to_frame,
+    garment_frame_size,
+    silhouette_composite,
+)
 from vton_core.errors import InvalidInput
 from worker import sample_images
 
@@ -171,7 +177,8 @@ def test_hostile_garment_sizes_stay_bounded(model, garment_size, tmp_path, monke
     reps = person.representations()
     out = model.forward_arrays(reps["GMM"][None], reps["TOM"][None], cloth.cloth[None], cloth.mask[None])
     drawn = model.full_resolution(0, person, cloth, out)
-    assert drawn.garment.shape[0] * drawn.garment.shape[1] <= max(384 * 512, MW * MH)
+    h, w = (n - 2 * _GARMENT_PAD for n in drawn.garment.shape[:2])
+    assert w * h <= max(384 * 512, MW * MH) and w * 4 == h * 3
     assert model.run(person, cloth)[0].image.size == (384, 512)
     assert list(tmp_path.iterdir()) == []
 
