@@ -235,14 +235,14 @@ def check(inp, job=None) -> dict:
 # -- 1. structure: wrong types, missing and unknown fields, batches --------------------------------
 FIELDS = ["person_image", "person_image_url", "cloth_image", "cloth_image_url", "person_parse",
           "person_pose", "person_mask", "cloth_mask", "output_format", "jpeg_quality",
-          "output_size", "return_intermediates", "pairs", "cloth_images"]
+          "output_size", "garment_resolution", "return_intermediates", "pairs", "cloth_images"]
 SMALL_B64 = b64(Image.new("RGB", (8, 8)))
 scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) |
            st.text(max_size=40) | st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode())
            | st.sampled_from(["", " ", "iVBORw0KGgo=", "data:image/png;base64,AAAA", SMALL_B64,
                               "data:text/plain;base64,aGk=", "http://127.0.0.1/a.png",
                               "http://169.254.169.254/", "ftp://x/y", "http://", "https://[::1",
-                              "png", "jpg", "JPEG", "model", "original", "\x00", "é" * 50,
+                              "png", "jpg", "JPEG", "model", "original", "full", "\x00", "é" * 50,
                               "A" * 5000]))
 json_values = st.recursive(
     scalars,
@@ -262,6 +262,7 @@ structures = st.one_of(
     st.fixed_dictionaries({"person_image": st.just(SMALL_B64), "cloth_image": st.just(SMALL_B64)},
                           optional={"person_pose": pose_values, "output_format": scalars,
                                     "jpeg_quality": scalars, "output_size": scalars,
+                                    "garment_resolution": scalars,
                                     "return_intermediates": scalars, "extra": scalars}),
     st.fixed_dictionaries({"pairs": st.lists(pair_objects, max_size=MAX_ITEMS + 3)}),
     st.fixed_dictionaries({"person_image": st.just(SMALL_B64),

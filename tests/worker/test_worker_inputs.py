@@ -154,7 +154,7 @@ def test_url_not_in_logs_with_query(url_worker, file_server, monkeypatch, caplog
 # -- fuzzing: every malformed input is a structured error ---------------------------------------
 FIELDS = ["person_image", "person_image_url", "cloth_image", "cloth_image_url", "person_parse",
           "person_pose", "person_mask", "cloth_mask", "output_format", "jpeg_quality",
-          "output_size", "return_intermediates", "pairs", "cloth_images"]
+          "output_size", "garment_resolution", "return_intermediates", "pairs", "cloth_images"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) |
     st.text(max_size=30) | st.sampled_from(["", "iVBORw0KGgo=", "data:image/png;base64,AAAA",
