@@ -298,80 +298,7 @@ def section_backends(results: dict, ckpt: Path, repeats: int, batches=(1, 4)) ->
     section_model_cold(results, ckpt, min(repeats, 5))
 
 
-MODEL_#: The compose section's photo sizes: VITON-HD's 768×1024 and a 12 MP phone photo.
-COMPOSE_SIZES = {"768x1024": (768, 1024), "12MP": (3000, 4000)}
-
-COMPOSE_RSS = r"""
-import json, resource, sys
-import handler
-from worker.settings import Settings
-handler.set_worker(handler.start_worker(Settings.from_env()))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = handler.handler(json.loads(sys.stdin.read()))
-assert "error" not in out, out
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "peak_before_mb": before / 1024}), flush=True)
-"""
-
-
-def compose_inputs(size: tuple[int, int]) -> tuple[bytes, bytes]:
-    """(person JPEG, printed garment JPEG) at ``size``: the first photo of :func:`photos`
-    resized, and the bundled t-shirt with fine print drawn at that size."""
-    from worker import sample_images
-    person = Image.open(io.BytesIO(photos()[0][0])).convert("RGB").resize(size, Image.BICUBIC)
-    out = []
-    for im in (person, sample_images.printed_garment(*size)):
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=92)
-        out.append(buf.getvalue())
-    return out[0], out[1]
-
-
-def section_compose(results: dict, ckpt: Path, repeats: int) -> None:
-    """The full-resolution composite's cost: handler() for a new person, PNG out, with
-    garment_resolution full and model interleaved, at each of COMPOSE_SIZES; the extra time of
-    the model's postprocess stage as a fraction of the whole full-resolution request; and the
-    peak RSS of a worker process serving one 12 MP request each way."""
-    import handler
-    from worker.settings import Settings
-    with worker_env(ckpt):
-        worker = handler.start_worker(Settings.from_env())
-    handler.set_worker(worker)
-    for label, size in COMPOSE_SIZES.items():
-        person, cloth = compose_inputs(size)
-        times = {r: [] for r in ("full", "model")}
-        post = {r: [] for r in ("full", "model")}
-        for _ in range(repeats):
-            for resolution in times:
-                worker.cache.clear()
-                t0 = time.perf_counter()
-                out = handler.handler({"id": "bench-compose", "input": {
-                    "person_image": b64(person), "cloth_image": b64(cloth),
-                    "garment_resolution": resolution}})
-                times[resolution].append((time.perf_counter() - t0) * 1000)
-                assert "error" not in out, out
-                post[resolution].append(out["model_timings_ms"]["postprocess"])
-        for resolution in times:
-            results[f"compose_{label}_request_{resolution}_ms"] = statistics.median(times[resolution])
-            results[f"compose_{label}_postprocess_{resolution}_ms"] = statistics.median(post[resolution])
-        extra = (results[f"compose_{label}_postprocess_full_ms"]
-                 - results[f"compose_{label}_postprocess_model_ms"])
-        results[f"compose_{label}_extra_ms"] = extra
-        results[f"compose_{label}_extra_fraction_of_request"] = extra / results[f"compose_{label}_request_full_ms"]
-    handler.set_worker(None)
-    person, cloth = compose_inputs(COMPOSE_SIZES["12MP"])
-    for resolution in ("full", "model"):
-        job = json.dumps({"id": "bench-rss", "input": {"person_image": b64(person), "cloth_image": b64(cloth),
-                                                       "garment_resolution": resolution}})
-        with worker_env(ckpt):
-            proc = subprocess.run([sys.executable, "-c", COMPOSE_RSS], input=job, capture_output=True,
-                                  text=True, check=True, cwd=ROOT)
-        peak = json.loads(proc.stdout.strip().splitlines()[-1])
-        results[f"compose_12MP_peak_rss_{resolution}_mb"] = peak["peak_mb"]
-        results[f"compose_12MP_peak_rss_before_request_{resolution}_mb"] = peak["peak_before_mb"]
-
-
-COLD_START = r"""
+MODEL_COLD_START = r"""
 import json, sys, time
 import numpy as np, psutil
 from cpvton_infer import CPVTONPlusModel
@@ -610,6 +537,87 @@ def _png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+#: The compose section's photo sizes: VITON-HD's 768×1024 and a 12 MP phone photo.
+COMPOSE_SIZES = {"768x1024": (768, 1024), "12MP": (3000, 4000)}
+
+COMPOSE_RSS = r"""
+import json, sys
+import handler
+from worker.settings import Settings
+
+def status_mb(name):          # VmRSS / VmHWM (the peak since the last reset) of this process
+    for line in open("/proc/self/status"):
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) / 1024
+
+handler.set_worker(handler.start_worker(Settings.from_env()))
+job = json.loads(sys.stdin.read())
+before = status_mb("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:   # Linux: "5" resets the peak to the current RSS
+    f.write("5")
+out = handler.handler(job)
+assert "error" not in out, out
+print(json.dumps({"peak_mb": status_mb("VmHWM"), "before_mb": before}), flush=True)
+"""
+
+
+def compose_inputs(size: tuple[int, int]) -> tuple[bytes, bytes]:
+    """(person JPEG, printed garment JPEG) at ``size``: the first photo of :func:`photos`
+    resized, and the bundled t-shirt with fine print drawn at that size."""
+    from worker import sample_images
+    person = Image.open(io.BytesIO(photos()[0][0])).convert("RGB").resize(size, Image.BICUBIC)
+    out = []
+    for im in (person, sample_images.printed_garment(*size)):
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=92)
+        out.append(buf.getvalue())
+    return out[0], out[1]
+
+
+def section_compose(results: dict, ckpt: Path, repeats: int) -> None:
+    """The full-resolution composite's cost: handler() for a new person, PNG out, with
+    garment_resolution full and model interleaved, at each of COMPOSE_SIZES; the extra time of
+    the model's postprocess stage as a fraction of the whole full-resolution request; and the
+    peak RSS of a worker process serving one 12 MP request each way."""
+    import handler
+    from worker.settings import Settings
+    with worker_env(ckpt):
+        worker = handler.start_worker(Settings.from_env())
+    handler.set_worker(worker)
+    for label, size in COMPOSE_SIZES.items():
+        person, cloth = compose_inputs(size)
+        times = {r: [] for r in ("full", "model")}
+        post = {r: [] for r in ("full", "model")}
+        for _ in range(repeats):
+            for resolution in times:
+                worker.cache.clear()
+                t0 = time.perf_counter()
+                out = handler.handler({"id": "bench-compose", "input": {
+                    "person_image": b64(person), "cloth_image": b64(cloth),
+                    "garment_resolution": resolution}})
+                times[resolution].append((time.perf_counter() - t0) * 1000)
+                assert "error" not in out, out
+                post[resolution].append(out["model_timings_ms"]["postprocess"])
+        for resolution in times:
+            results[f"compose_{label}_request_{resolution}_ms"] = statistics.median(times[resolution])
+            results[f"compose_{label}_postprocess_{resolution}_ms"] = statistics.median(post[resolution])
+        extra = (results[f"compose_{label}_postprocess_full_ms"]
+                 - results[f"compose_{label}_postprocess_model_ms"])
+        results[f"compose_{label}_extra_ms"] = extra
+        results[f"compose_{label}_extra_fraction_of_request"] = extra / results[f"compose_{label}_request_full_ms"]
+    handler.set_worker(None)
+    person, cloth = compose_inputs(COMPOSE_SIZES["12MP"])
+    for resolution in ("full", "model"):
+        job = json.dumps({"id": "bench-rss", "input": {"person_image": b64(person), "cloth_image": b64(cloth),
+                                                       "garment_resolution": resolution}})
+        with worker_env(ckpt):
+            proc = subprocess.run([sys.executable, "-c", COMPOSE_RSS], input=job, capture_output=True,
+                                  text=True, check=True, cwd=ROOT)
+        peak = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[f"compose_12MP_peak_rss_{resolution}_mb"] = peak["peak_mb"]
+        results[f"compose_12MP_rss_before_request_{resolution}_mb"] = peak["before_mb"]
 
 
 COLD_START = r"""

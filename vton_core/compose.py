@@ -61,11 +61,14 @@ def garment_frame_size(box_width: float, garment_size: tuple[int, int], max_pixe
                        model_size: tuple[int, int]) -> tuple[int, int]:
     """(W, H) of the finer 3:4 frame the garment is fitted to for an output box ``box_width``
     output pixels wide: the box's own scale, but never finer than the garment photo itself
-    (no upsampling of a small garment), never more than ``max_pixels`` pixels, never coarser
-    than the model frame (``model_size``, W×H). W = 3n, H = 4n, so the frame is exactly 3:4."""
+    (no upsampling of a small garment; and the photo's own scale when that is at most
+    :data:`NATIVE_SLACK` times the box's, sparing a resampling), never more than ``max_pixels``
+    pixels, never coarser than the model frame (``model_size``, W×H). W = 3n, H = 4n, so the
+    frame is exactly 3:4."""
     mw, mh = model_size
     iw, ih = garment_size
-    k = min(box_width / mw, max(iw / mw, ih / mh), math.sqrt(max_pixels / (mw * mh)))
+    box, native = box_width / mw, max(iw / mw, ih / mh)
+    k = min(native if native <= NATIVE_SLACK * box else box, math.sqrt(max_pixels / (mw * mh)))
     n = max(mw // 3, int(k * mw / 3))
     return 3 * n, 4 * n
 
@@ -114,10 +117,13 @@ def upsample(a: np.ndarray, to_model: np.ndarray, size: tuple[int, int], interpo
 
 #: Pixels of padding around the fitted garment: the support of bicubic sampling.
 _GARMENT_PAD = 2
-#: The grid is upsampled exactly to this many times the model resolution once per try-on; each
-#: strip then interpolates that finer grid with OpenCV, whose weights (1/32 of a pixel) are then
-#: 1/128 of a model pixel: under 0.1 photo pixel at 12 MP, and fast.
-GRID_REFINE = 4
+#: Garment pixels per model pixel that one pixel of the grid may span: the grid is upsampled
+#: exactly (once per try-on) until a grid pixel spans at most this many garment pixels; each
+#: strip then interpolates it with OpenCV, whose weights are rounded to 1/32 of a pixel, so
+#: a garment coordinate is off by at most 4/64 = 1/16 garment pixel.
+GRID_PIXEL_SPAN = 4
+#: A garment photo at most this much finer than the box is used at its own scale.
+NATIVE_SLACK = 1.25
 
 
 @dataclass
@@ -126,8 +132,8 @@ class FullResolutionTryOn:
 
     coords: the GMM grid turned into pixel coordinates of ``garment`` (where each model pixel
     samples the fitted garment: the same physical point the normalised grid names in the model
-    frame), linearly padded by one model pixel and upsampled exactly by :data:`GRID_REFINE`:
-    ((H+2)·R)×((W+2)·R)×2 float32; garment: the garment
+    frame), linearly padded by one model pixel and upsampled exactly by ``refine`` (see
+    :data:`GRID_PIXEL_SPAN`): ((H+2)·R)×((W+2)·R)×2 float32; garment: the garment
     fitted to a finer 3:4 frame (3n×4n), padded by :data:`_GARMENT_PAD` pixels, as RGBA uint8
     whose alpha is the garment mask (0 or 255; the padding repeats the RGB and is empty in
     alpha: ``grid_sample``'s border and zero paddings); masks: H×W×2 float32 (TOM's composition
@@ -139,6 +145,7 @@ class FullResolutionTryOn:
     garment: np.ndarray
     masks: np.ndarray
     rendered: np.ndarray
+    refine: int
 
     @classmethod
     def build(cls, *, grid: np.ndarray, rendered: np.ndarray, composite: np.ndarray,
@@ -155,9 +162,11 @@ class FullResolutionTryOn:
         # normalised (align_corners) -> model px -> frame px (centres) -> padded frame px
         scale = np.array([0.5 * (mw - 1), 0.5 * (mh - 1)], np.float32)
         coords = ((np.asarray(grid, np.float32) + 1) * scale + 0.5) * np.float32(k) - 0.5 + _GARMENT_PAD
-        r = GRID_REFINE
-        fine = np.array([[1 / r, 0, 0.5 / r - 1.5], [0, 1 / r, 0.5 / r - 1.5]])  # fine px -> model px
-        coords = upsample_grid(_pad_linear(coords), fine, ((mw + 2) * r, (mh + 2) * r))
+        r = max(1, math.ceil(k / GRID_PIXEL_SPAN))
+        coords = _pad_linear(coords)
+        if r > 1:
+            fine = np.array([[1 / r, 0, 0.5 / r - 1.5], [0, 1 / r, 0.5 / r - 1.5]])  # fine -> model px
+            coords = upsample_grid(coords, fine, ((mw + 2) * r, (mh + 2) * r))
         rgba = fitted.convert("RGB")
         rgba.putalpha(Image.fromarray(fitted_mask.astype(np.uint8) * 255, "L"))
         p = _GARMENT_PAD
@@ -166,12 +175,13 @@ class FullResolutionTryOn:
         masks = np.stack([np.asarray(composite, np.float32).reshape(mh, mw),
                           np.asarray(warped_mask, np.float32).reshape(mh, mw)], -1)
         person = (np.asarray(rendered, np.float32).transpose(1, 2, 0) + 1) * np.float32(127.5)
-        return cls(coords=coords, garment=padded, masks=masks, rendered=np.ascontiguousarray(person))
+        return cls(coords=coords, garment=padded, masks=masks, rendered=np.ascontiguousarray(person),
+                   refine=r)
 
     def render(self, to_model: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The try-on for ``size`` (w, h) output pixels mapped to model pixels by ``to_model``:
         h×w×3 float32 in about [0, 255] (bicubic may overshoot; the caller rounds and clips)."""
-        r = GRID_REFINE                    # model px -> fine px of ``coords`` (padded by 1 model px)
+        r = self.refine                    # model px -> fine px of ``coords`` (padded by 1 model px)
         to_fine = to_model * r + np.array([[0, 0, 1.5 * r - 0.5], [0, 0, 1.5 * r - 0.5]])
         where = upsample(self.coords, to_fine, size, cv2.INTER_LINEAR)    # h×w×2 garment px
         # Bicubic keeps more of a fine print than bilinear (benchmarks/bench.py: compose).
