@@ -210,13 +210,21 @@ def _cloth(obj: dict, prefix: str) -> ClothSpec:
                      mask=_b64_field(obj, "cloth_mask", prefix))
 
 
+def _choice(obj: dict, name: str, default: str, choices: Sequence[str]) -> str:
+    """The option ``name`` (absent or null: ``default``), one of ``choices`` in any case."""
+    value = obj.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise InvalidInput(f"must be one of {', '.join(choices)}", field=name)
+    return value.lower()
+
+
 def _options(obj: dict) -> Options:
-    fmt = obj.get("output_format", DEFAULT_OUTPUT_FORMAT)
-    if fmt is None:
-        fmt = DEFAULT_OUTPUT_FORMAT
-    if not isinstance(fmt, str) or fmt.lower().replace("jpg", "jpeg") not in OUTPUT_FORMATS:
-        raise InvalidInput(f"must be one of {', '.join(OUTPUT_FORMATS)}",
-                           field="output_format")
+    fmt = obj.get("output_format")
+    if isinstance(fmt, str):
+        fmt = fmt.lower().replace("jpg", "jpeg")
+    fmt = _choice({"output_format": fmt}, "output_format", DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS)
     quality = obj.get("jpeg_quality", DEFAULT_JPEG_QUALITY)
     if quality is None:
         quality = DEFAULT_JPEG_QUALITY
@@ -224,26 +232,16 @@ def _options(obj: dict) -> Options:
         quality = int(quality)
     if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
         raise InvalidInput("must be an integer from 1 to 100", field="jpeg_quality")
-    size = obj.get("output_size", DEFAULT_OUTPUT_SIZE)
-    if size is None:
-        size = DEFAULT_OUTPUT_SIZE
-    if not isinstance(size, str) or size.lower() not in OUTPUT_SIZES:
-        raise InvalidInput(f"must be one of {', '.join(OUTPUT_SIZES)}",
-                           field="output_size")
-    resolution = obj.get("garment_resolution", DEFAULT_GARMENT_RESOLUTION)
-    if resolution is None:
-        resolution = DEFAULT_GARMENT_RESOLUTION
-    if not isinstance(resolution, str) or resolution.lower() not in GARMENT_RESOLUTIONS:
-        raise InvalidInput(f"must be one of {', '.join(GARMENT_RESOLUTIONS)}",
-                           field="garment_resolution")
     inter = obj.get("return_intermediates", False)
     if inter is None:
         inter = False
     if not isinstance(inter, bool):
         raise InvalidInput("must be true or false",
                            field="return_intermediates")
-    return Options(output_format=fmt.lower().replace("jpg", "jpeg"), jpeg_quality=quality,
-                   output_size=size.lower(), garment_resolution=resolution.lower(),
+    return Options(output_format=fmt, jpeg_quality=quality,
+                   output_size=_choice(obj, "output_size", DEFAULT_OUTPUT_SIZE, OUTPUT_SIZES),
+                   garment_resolution=_choice(obj, "garment_resolution", DEFAULT_GARMENT_RESOLUTION,
+                                              GARMENT_RESOLUTIONS),
                    return_intermediates=inter)
 
 
