@@ -198,17 +198,32 @@ def _resolve_backend(backend: str, device: str) -> tuple[str, str]:
         if backend == "openvino":
             import openvino_backend
             openvino_backend.core()           # raises BackendUnavailable with the reason
+        else:
+            _require_torch_backend("backend='torch' (BACKEND=torch)")
         return backend, "requested"
     if device != "cpu":
+        _require_torch_backend(f"the {device} device")
         return "torch", f"auto: PyTorch on {device}"
     import openvino_backend
     try:
         openvino_backend.core()
     except openvino_backend.BackendUnavailable as exc:
+        _require_torch_backend(f"BACKEND=auto without OpenVINO ({exc})")
         log.warning("BACKEND=auto: OpenVINO is unavailable (%s); the networks run on PyTorch, "
                     "which is slower on CPU", exc)
         return "torch", f"auto: OpenVINO unavailable ({exc})"
     return "openvino", "auto: OpenVINO on CPU"
+
+
+def _require_torch_backend(what: str) -> None:
+    """Raise :class:`openvino_backend.BackendUnavailable` when ``what`` needs PyTorch and this
+    install has none (the CPU flavour, requirements_cpu.txt)."""
+    from openvino_backend import BackendUnavailable
+    from openvino_backend.prepared import torch_available
+    if not torch_available():
+        raise BackendUnavailable(f"{what} needs PyTorch, which this install does not have (the "
+                                 "CPU flavour runs OpenVINO on prepared exports only): use "
+                                 "BACKEND=auto or BACKEND=openvino on a CPU")
 
 
 def _resolve_precision(precision: str, device) -> str:
@@ -336,6 +351,17 @@ def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reas
     files' sha256 and whether they hold the random test weights is a fact the export recorded,
     so a cache hit imports no torch and reads no weights."""
     import openvino_backend
+    from openvino_backend import prepared
+    if not (src.gmm_path.is_file() and src.tom_path.is_file()):
+        # No files: a prepared export serves (unless random weights are allowed and torch can
+        # make them, as it always did); without torch nothing else can.
+        record = prepared.read_record(cache_dir)
+        if record is not None and not (src.random and prepared.torch_available()):
+            return _prepared_openvino(record, src, cfg, reason)
+        if not prepared.torch_available():
+            raise CheckpointError(f"checkpoint not found: {src.gmm_path} or {src.tom_path}, and "
+                                  f"no prepared OpenVINO export in {cache_dir}: this install has "
+                                  f"no torch (the CPU flavour), so {prepared.HOW_TO_PREPARE}")
     random_nets = None           # random weights are made in memory: their hash needs them
     if src.random:
         gmm, tom, weights = _load_networks(src, cfg)
@@ -346,6 +372,7 @@ def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reas
                    checked_file_sha256(src.tom_path, src.tom_sha256))
 
     def export(xml_path: Path) -> dict:
+        prepared.require_torch("these checkpoints", cache_dir)
         from openvino_backend.pipeline_graph import export_pipeline
         if random_nets is not None:
             export_pipeline(*random_nets, xml_path)
@@ -366,6 +393,34 @@ def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reas
                           **({} if src.random else {"gmm_path": str(src.gmm_path),
                                                     "tom_path": str(src.tom_path)}))
     return OpenVINONetworks(path, weights, Path(cache_dir), cfg, reason)
+
+
+def _prepared_openvino(record, src: WeightSources, cfg: CPVTONConfig, reason: str) -> OpenVINONetworks:
+    """The pipeline graph of a prepared export (``record``, an
+    :class:`openvino_backend.prepared.PreparedExport`), for a worker without the checkpoint
+    files: its recorded identity must satisfy GMM_SHA256 / TOM_SHA256 where set, and weights
+    generated in memory are served only where random weights are allowed."""
+    from openvino_backend.prepared import HOW_TO_PREPARE
+    if record.generated and not src.random:
+        raise CheckpointError(f"checkpoint not found: {src.gmm_path} or {src.tom_path}; the "
+                              f"OpenVINO export in {record.cache_dir} holds generated random "
+                              "weights, served only with ALLOW_RANDOM_WEIGHTS=1 "
+                              "(allow_random_weights=True)")
+    for what, want, have in (("GMM", src.gmm_sha256, record.gmm_sha256),
+                             ("TOM", src.tom_sha256, record.tom_sha256)):
+        if want and want.strip().lower() != have:
+            raise CheckpointError(f"the prepared OpenVINO export in {record.cache_dir} was made "
+                                  f"from a {what} checkpoint with sha256 {have[:16]}…, not the "
+                                  f"expected {want.strip().lower()[:16]}…: {HOW_TO_PREPARE}")
+    identity = {"gmm_sha256": record.gmm_sha256, "tom_sha256": record.tom_sha256,
+                "config": repr(cfg)}
+    path = record.pipeline_xml(PIPELINE_GRAPH, identity)
+    if record.random:
+        log.warning("RANDOM WEIGHTS: the prepared OpenVINO export in %s was made from the "
+                    "deterministic random test weights, not trained ones", record.cache_dir)
+    log.info("serving the prepared OpenVINO export %s (no checkpoint files)", path.parent)
+    weights = WeightsInfo(record.gmm_sha256, record.tom_sha256, random=record.random)
+    return OpenVINONetworks(path, weights, record.cache_dir, cfg, reason)
 
 
 def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device="auto", *,

@@ -70,7 +70,7 @@ def montage(panels: list, height: int = 384) -> Image.Image:
 def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -> tuple:
     """Run ``handler.handler`` in this process; returns (output dict, per-call ms, random)."""
     import handler
-    from vton_core.weights import GMM_FILE, TOM_FILE
+    from vton_core.checkpoints import GMM_FILE, TOM_FILE
     from worker import logs
     from worker.settings import Settings
 

@@ -17,6 +17,11 @@ may import torch) runs on a miss.
 
 This is the generic hook for other networks (e.g. the learned person parser): give
 :func:`cached_model` a name, an identity and an export function that writes ``model.xml``.
+
+Entries of random test weights (``facts["random"]``) are pruned: each new one written removes the
+older random entries of its name beyond the newest :data:`KEEP_RANDOM_EXPORTS` (a smoke run, a test
+or a config change each made a fresh 160 MB entry that nothing would read again). Entries of other
+weights are never removed, nor any entry a prepared export's record (:data:`RECORD`) names.
 """
 from __future__ import annotations
 
@@ -40,6 +45,11 @@ MANIFEST = "manifest.json"
 #: Permissions of an entry's folder: written by its owner, readable by everyone.
 ENTRY_MODE = 0o755
 MODEL_FILES = ("model.xml", "model.bin")
+#: The prepared export's record in a cache folder (see :mod:`openvino_backend.prepared`); the
+#: entries it names in ``"entries"`` are never pruned.
+RECORD = "export.json"
+#: Random-weight entries of one name kept in a cache folder (the newest, by manifest time).
+KEEP_RANDOM_EXPORTS = 2
 #: The try-on pipeline's graph: its input and output names (``forward_tensors``' keys, in order).
 PIPELINE_INPUTS = ("agnostic_gmm", "agnostic_tom", "cloth", "cloth_mask")
 PIPELINE_OUTPUTS = ("theta", "grid", "warped_cloth", "warped_mask", "rendered", "composite_mask",
@@ -162,4 +172,50 @@ def cached_model(cache_dir: Path, name: str, identity: Mapping[str, str], export
         return _private_export(name, ident, export)
     log.info("OpenVINO export cache miss: exporting %s to %s", name, entry)
     _write_entry(cache_dir, entry, ident, export)
+    if model_facts(entry / MODEL_FILES[0]).get("random"):
+        prune_random_entries(cache_dir, name)
     return entry / MODEL_FILES[0]
+
+
+def _is_random_entry(entry: Path) -> bool:
+    """Whether ``entry``'s manifest says it holds random test weights (False when unreadable:
+    an entry we cannot read is not ours to judge, so it is left alone)."""
+    try:
+        facts = json.loads((entry / MANIFEST).read_text()).get("facts", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(facts, dict) and facts.get("random") is True
+
+
+def _recorded_entries(cache_dir: Path) -> set[str]:
+    """The entry folder names that the prepared export's record in ``cache_dir`` names."""
+    try:
+        entries = json.loads((cache_dir / RECORD).read_text()).get("entries", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {str(v) for v in entries.values()} if isinstance(entries, dict) else set()
+
+
+def prune_random_entries(cache_dir: Path, name: str, keep: int = KEEP_RANDOM_EXPORTS) -> list[Path]:
+    """Remove the random-weight entries of ``name`` in ``cache_dir`` beyond the newest ``keep``
+    (by their manifest's modification time), except those the prepared export's record names.
+    Returns the removed folders; each removal is logged with its size. A folder that cannot be
+    removed (read-only volume) is logged and kept."""
+    cache_dir = Path(cache_dir)
+    protected = _recorded_entries(cache_dir)
+    random_entries = [e for e in cache_dir.glob(f"{name}-*")
+                      if e.is_dir() and e.name not in protected and _is_random_entry(e)]
+    random_entries.sort(key=lambda e: (e / MANIFEST).stat().st_mtime, reverse=True)
+    removed = []
+    for entry in random_entries[keep:]:
+        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+        try:
+            shutil.rmtree(entry)
+        except OSError as exc:
+            log.warning("OpenVINO export cache: cannot remove the stale random-weight entry %s "
+                        "(%s)", entry, type(exc).__name__)
+            continue
+        log.info("OpenVINO export cache: removed the stale random-weight entry %s (%.0f MB; "
+                 "the newest %d are kept)", entry, size / 1e6, keep)
+        removed.append(entry)
+    return removed

@@ -19,7 +19,8 @@ DEVICE = "CPU"
 
 
 class BackendUnavailable(RuntimeError):
-    """OpenVINO cannot run here (not installed, or the CPU plugin is missing)."""
+    """The backend asked for cannot run here: OpenVINO not installed or without its CPU plugin,
+    or PyTorch asked for in an install without it (the CPU flavour)."""
 
 
 _CORE = None

@@ -23,7 +23,10 @@ def cuda_available() -> bool:
     (and torch is not loaded already)."""
     if "torch" not in sys.modules and not nvidia_driver_present():
         return False
-    import torch
+    try:
+        import torch
+    except ImportError:          # a torch-free install (the CPU flavour) on a GPU host
+        return False
     return torch.cuda.is_available()
 
 

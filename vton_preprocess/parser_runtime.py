@@ -134,6 +134,7 @@ class OpenVINOParserRunner:
 
     def __init__(self, weights: Path, cache_dir: Path, precision: str):
         import openvino_backend
+        from openvino_backend import prepared
         from openvino_backend.runtime import CompiledGraph
 
         if precision not in PRECISIONS:
@@ -143,6 +144,7 @@ class OpenVINOParserRunner:
         sha = self.sha256
 
         def export(xml_path: Path) -> None:
+            prepared.require_torch("the person parser", cache_dir)
             from .parser import export_openvino, load_parser
 
             model = load_parser(weights)
@@ -152,6 +154,7 @@ class OpenVINOParserRunner:
 
         identity = {"parser_sha256": sha, "graph": str(OPENVINO_GRAPH_VERSION)}
         xml = openvino_backend.cached_model(cache_dir, OPENVINO_NAME, identity, export)
+        self.model_path = xml                    # the IR in the export cache
         self.precision = precision
         self._graph = CompiledGraph(xml, precision)
         log.info("person parser on OpenVINO %s (sha256 %s)", precision, sha[:12])

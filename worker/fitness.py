@@ -20,7 +20,12 @@ def check_gpu(settings: Settings) -> None:
 def check_backend(settings: Settings) -> None:
     """Fitness check: BACKEND=openvino needs OpenVINO's CPU runtime (an error saying why not);
     with BACKEND=auto on a CPU worker, its absence is reported here (PyTorch runs the networks)."""
+    from openvino_backend.prepared import torch_available
     if settings.backend == "torch":
+        if not torch_available():
+            raise RuntimeError("BACKEND=torch, but this install has no PyTorch (the CPU flavour "
+                               "runs OpenVINO on a prepared export only): use BACKEND=auto or "
+                               "openvino")
         return
     import openvino_backend
     try:
@@ -34,11 +39,22 @@ def check_backend(settings: Settings) -> None:
 
 
 def check_checkpoints(settings: Settings) -> None:
-    """Fitness check: both checkpoint files exist (unless random weights are allowed)."""
+    """Fitness check: both checkpoint files exist, or a prepared OpenVINO export records them
+    (unless random weights are allowed and torch can make them). In a torch-free install (the
+    CPU flavour) the error names the command that prepares the export."""
+    from cpvton_infer import OPENVINO_CACHE_SUBDIR
+    from openvino_backend.prepared import HOW_TO_PREPARE, read_record, torch_available
     from vton_core.checkpoints import GMM_FILE, HOW_TO_GET, TOM_FILE
-    if settings.allow_random_weights:
+    paths = (settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE,
+             settings.tom_checkpoint or settings.checkpoint_dir / TOM_FILE)
+    missing = [path for path in paths if not path.is_file()]
+    if not missing or (settings.allow_random_weights and torch_available()):
         return
-    for path in (settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE,
-                 settings.tom_checkpoint or settings.checkpoint_dir / TOM_FILE):
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}. {HOW_TO_GET}")
+    cache_dir = settings.openvino_cache_dir or settings.checkpoint_dir / OPENVINO_CACHE_SUBDIR
+    if settings.backend != "torch" and read_record(cache_dir) is not None:
+        return                   # validated when the model loads
+    if not torch_available():
+        raise CheckpointError(f"checkpoint not found: {missing[0]}, and no prepared OpenVINO "
+                              f"export in {cache_dir}: this install has no torch (the CPU "
+                              f"flavour), so {HOW_TO_PREPARE}")
+    raise CheckpointError(f"checkpoint not found: {missing[0]}. {HOW_TO_GET}")
