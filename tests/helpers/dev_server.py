@@ -25,17 +25,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def dev_server(checkpoint_dir: Path, log_path: Path, **env_overrides: str
-               ) -> Iterator[tuple[str, subprocess.Popen]]:
+def dev_server(checkpoint_dir: Path, log_path: Path, *, python: str = sys.executable,
+               **env_overrides: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run the SDK's local dev server on 127.0.0.1 (random-weight checkpoints, CPU) until the
-    block ends; yields (base URL, process). The server's output goes to ``log_path``."""
+    block ends; yields (base URL, process). The server's output goes to ``log_path``;
+    ``python`` is the interpreter that runs it (another install's, e.g. the CPU flavour's)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env.update(CHECKPOINT_DIR=str(checkpoint_dir), WARMUP="1", DEVICE="cpu",
                UVICORN_LOG_LEVEL="warning", **env_overrides)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+            [python, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
              "--rp_api_port", str(port)], cwd=ROOT, env=env, stdout=log_file,
             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -1,0 +1,118 @@
+"""Issue 23: the CPU flavour — requirements_cpu.txt installs a worker without torch that serves a
+prepared OpenVINO export (the smoke run and an HTTP request through the runpod dev server), and the
+files that describe the flavour (requirements, Dockerfile target, Hub config) agree.
+
+The venv test builds a fresh virtual environment from requirements_cpu.txt with pip (its wheel
+cache makes a second run cheap: ~50 s on 2 cores from a warm cache) and serves an export that the
+full environment (this test's own) prepared beforehand, with no checkpoint files beside it: what
+the CPU image holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers.dev_server import dev_server
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_REQUIREMENTS = ROOT / "requirements_cpu.txt"
+#: What the CPU flavour must never install (the point of it: 4.3 GB of the full install).
+NOT_IN_THE_CPU_FLAVOUR = ("torch", "torchvision", "triton")
+INSTALL_TIMEOUT_S = 900
+
+
+def _requirements(path: Path) -> dict[str, str]:
+    """name → the requirement line (without comment) of a requirements file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            out[re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0].lower()] = line
+    return out
+
+
+def test_cpu_requirements_pin_what_the_full_install_pins_and_no_torch():
+    cpu, full = _requirements(CPU_REQUIREMENTS), _requirements(ROOT / "requirements_runpod.txt")
+    assert not set(cpu) & set(NOT_IN_THE_CPU_FLAVOUR)
+    assert not [name for name in cpu if name.startswith("nvidia")]
+    for name, line in cpu.items():
+        assert full.get(name) == line, f"{name}: {line!r} here, {full.get(name)!r} in requirements_runpod.txt"
+    for needed in ("runpod", "openvino", "numpy", "pillow", "opencv-contrib-python"):
+        assert needed in cpu, needed
+
+
+def _cpu_env(venv: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RUNPOD_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
+               **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cpu_venv(tmp_path_factory) -> Path:
+    """A fresh venv with requirements_cpu.txt, then requirements_mediapipe.txt with --no-deps."""
+    venv = tmp_path_factory.mktemp("cpu") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for args in (["-r", str(CPU_REQUIREMENTS)],
+                 ["--no-deps", "-r", str(ROOT / "requirements_mediapipe.txt")]):
+        res = subprocess.run(pip + args, capture_output=True, text=True, env=_cpu_env(venv),
+                             timeout=INSTALL_TIMEOUT_S, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+    return venv
+
+
+@pytest.fixture(scope="module")
+def export_only(random_ckpt_dir, tmp_path_factory) -> Path:
+    """A checkpoint folder holding only the prepared export (made here, with torch)."""
+    from openvino_backend.__main__ import main as prepare
+    from openvino_backend.export_cache import RECORD
+    assert prepare([str(random_ckpt_dir)]) == 0
+    source = random_ckpt_dir / "openvino"
+    ckpt = tmp_path_factory.mktemp("cpu-image") / "checkpoints"
+    record = json.loads((source / RECORD).read_text())
+    for name in record["entries"].values():
+        shutil.copytree(source / name, ckpt / "openvino" / name)
+    shutil.copy(source / RECORD, ckpt / "openvino" / RECORD)
+    return ckpt
+
+
+@pytest.mark.slow
+def test_the_cpu_install_has_no_torch_and_serves_a_prepared_export(cpu_venv, export_only,
+                                                                    tmp_path):
+    python = str(cpu_venv / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True,
+                           env=_cpu_env(cpu_venv), timeout=60, check=False)
+    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True,
+                            text=True, env=_cpu_env(cpu_venv), timeout=120, check=True)
+    names = {d["name"].lower() for d in json.loads(listed.stdout)}
+    assert not names & set(NOT_IN_THE_CPU_FLAVOUR) and not any(n.startswith("nvidia") for n in names)
+
+    # the smoke run, as README.md gives it, in the CPU install
+    out = tmp_path / "smoke"
+    smoke = subprocess.run([python, "runpod_test.py", "--repeats", "1", "--out-dir", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+                           env=_cpu_env(cpu_venv, CHECKPOINT_DIR=str(export_only), WARMUP="0"))
+    assert smoke.returncode == 0, (smoke.stdout + smoke.stderr)[-3000:]
+    summary = json.loads((out / "timings.json").read_text())
+    assert summary["random_weights"] is True and summary["size"] == [320, 320]
+
+    # one HTTP request through the runpod SDK's dev server, run by the CPU install
+    job = json.loads((ROOT / ".runpod" / "tests.json").read_text())["tests"][0]
+    log_path = tmp_path / "server.log"
+    with dev_server(export_only, log_path, python=python,
+                    PATH=_cpu_env(cpu_venv)["PATH"]) as (base, _proc):
+        body = requests.post(f"{base}/runsync", json={"input": job["input"]}, timeout=300).json()
+    assert body.get("status") == "COMPLETED", json.dumps(body)[:2000]
+    assert body["output"]["random_weights"] is True and body["output"]["result_image"]
+    assert "Traceback" not in log_path.read_text()
