@@ -36,9 +36,21 @@
 #                DIR/TOM/tom_final.pth bakes those (the stage of that name below is replaced).
 #   TORCH_INDEX_URL        the PyTorch wheel index of the CUDA build (default cu128; cu126 for
 #                          hosts whose driver predates R570, with a matching BASE_IMAGE).
-#   BASE_IMAGE             the CUDA base image of every stage.
+#   BASE_IMAGE             the CUDA base image of the GPU stages.
+#   CPU_BASE_IMAGE         the base image of the CPU flavour's stages (no CUDA).
+#
+# Targets (the last stage is the default):
+#   runtime (default)      the GPU worker: PyTorch on CUDA, OpenVINO on a CPU-only host.
+#   cpu                    the CPU flavour (build_and_push.sh --flavour cpu): OpenVINO, MediaPipe,
+#                          runpod, numpy, Pillow, OpenCV; no torch, torchvision or CUDA. The
+#                          `cpu-export` stage exports the baked checkpoints' OpenVINO IR with
+#                          torch once, at build time; only that export (and its record of the
+#                          weights' sha256 and random flag) reaches the image. With
+#                          BAKE_CHECKPOINTS=0 the worker reads an export prepared on a network
+#                          volume (README_RUNPOD.md § CPU flavour).
 
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
+ARG CPU_BASE_IMAGE=ubuntu:24.04
 
 # ---------------------------------------------------------------------------------------------
 # builder: the Python environment (/opt/venv). pip and its caches stay in this stage.
@@ -66,6 +78,26 @@ RUN pip install --upgrade pip \
     && grep -E '^(torch|torchvision)==' /tmp/requirements/requirements_runpod.txt >/tmp/requirements/torch.txt \
     && pip install --index-url "${TORCH_INDEX_URL}" -r /tmp/requirements/torch.txt \
     && pip install -r /tmp/requirements/requirements_runpod.txt \
+    && pip install --no-deps -r /tmp/requirements/requirements_mediapipe.txt \
+    && rm -rf /tmp/requirements
+
+# ---------------------------------------------------------------------------------------------
+# cpu-builder: the CPU flavour's environment (/opt/venv): requirements_cpu.txt, then mediapipe with
+# --no-deps (the same two steps as above, without torch).
+FROM ${CPU_BASE_IMAGE} AS cpu-builder
+ARG DEBIAN_FRONTEND=noninteractive
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python3.12 -m venv /opt/venv
+COPY requirements_cpu.txt requirements_mediapipe.txt /tmp/requirements/
+# hadolint ignore=DL3013
+RUN pip install --upgrade pip \
+    && pip install -r /tmp/requirements/requirements_cpu.txt \
     && pip install --no-deps -r /tmp/requirements/requirements_mediapipe.txt \
     && rm -rf /tmp/requirements
 
@@ -107,6 +139,76 @@ RUN --mount=type=bind,from=local_checkpoints,target=/mnt/local_checkpoints \
          *) echo "BAKE_CHECKPOINTS must be 0, 1 or auto (got '${BAKE_CHECKPOINTS}')" >&2; exit 1 ;; \
        esac \
     && rm -f /checkpoints/*/*.part
+
+# ---------------------------------------------------------------------------------------------
+# cpu-export: the full environment (torch) exports the baked checkpoints' OpenVINO IR, the person
+# parser's and the record of the weights (python -m openvino_backend) into /export; nothing else
+# of this stage ships. Without baked weights /export is empty.
+FROM builder AS cpu-export
+ARG DEBIAN_FRONTEND=noninteractive
+# libgl1, libglib2.0-0t64: OpenCV (imported by the preprocessing); libgomp1: torch's OpenMP.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0t64 libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY cpvton_infer.py networks.py cp_dataset.py grid.png ./
+COPY vton_core/ ./vton_core/
+COPY vton_preprocess/ ./vton_preprocess/
+COPY worker/ ./worker/
+COPY openvino_backend/ ./openvino_backend/
+COPY --from=checkpoints /checkpoints /app/checkpoints
+RUN --mount=type=bind,source=tools/check_checkpoints.py,target=/tmp/check_checkpoints.py \
+    mkdir -p /export \
+    && if [ -f /app/checkpoints/GMM/gmm_final.pth ]; then \
+         for pair in GMM:gmm TOM:tom; do \
+           PYTHONPATH=/app python /tmp/check_checkpoints.py "--${pair#*:}" \
+             "/app/checkpoints/${pair%%:*}/${pair#*:}_final.pth" || exit 1; \
+         done; \
+         python -m openvino_backend /app/checkpoints --cache-dir /export; \
+       fi
+
+# ---------------------------------------------------------------------------------------------
+# cpu: the CPU flavour (--target cpu). The same serving code as `runtime`, no torch, no CUDA.
+FROM ${CPU_BASE_IMAGE} AS cpu
+ARG DEBIAN_FRONTEND=noninteractive
+# The runtime libraries of `runtime` below (OpenCV, MediaPipe's GL runtime, OpenMP).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        python3.12 ca-certificates \
+        libgl1 libglib2.0-0t64 libsm6 libxext6 libxrender1 libegl1 libgles2 libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin worker
+COPY --from=cpu-builder /opt/venv /opt/venv
+# BACKEND=openvino: the only backend here (BACKEND=torch is refused at start-up, naming why).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/worker \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    CHECKPOINT_DIR=/app/checkpoints \
+    BACKEND=openvino \
+    RUNPOD_LOG_LEVEL=WARN
+# Fail the build if a system library is missing, or if torch crept into the environment.
+RUN python -c "import cv2, mediapipe, numpy, openvino, PIL, runpod; assert 'CPU' in openvino.Core().available_devices" \
+    && if python -c "import torch" 2>/dev/null; then echo "torch is installed in the CPU flavour" >&2; exit 1; fi
+WORKDIR /app
+COPY handler.py cpvton_infer.py networks.py cp_dataset.py grid.png ./
+COPY vton_core/ ./vton_core/
+COPY vton_preprocess/ ./vton_preprocess/
+COPY worker/ ./worker/
+COPY openvino_backend/ ./openvino_backend/
+COPY test_input.json ./
+# The export only: no checkpoint file reaches this image. A baked export must load here, without
+# torch (the worker's own start-up check); without one the worker reads CHECKPOINT_DIR's at run time.
+COPY --from=cpu-export /export /app/checkpoints/openvino
+RUN if [ -f /app/checkpoints/openvino/export.json ]; then \
+        python -c "import handler; from worker.settings import Settings; s = Settings.from_env(); handler.check_checkpoints(s); handler.load_model(s)"; \
+    fi \
+    && python -m compileall -q /app
+USER 10001:10001
+CMD ["python", "-u", "handler.py"]
 
 # ---------------------------------------------------------------------------------------------
 # runtime: what ships. No compiler, no pip cache, no curl.

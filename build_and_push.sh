@@ -11,13 +11,16 @@ usage() {
 Usage: $prog --image NAME [options]
 
 Build the RunPod worker image (linux/amd64, docker buildx), tag it NAME:VERSION and NAME:latest,
-and push both.
+and push both. --flavour cpu builds the CPU flavour instead (Dockerfile target cpu: OpenVINO, no
+torch or CUDA, for RunPod CPU endpoints), tagged NAME:VERSION-cpu and NAME:latest-cpu.
 
 Options:
   -i, --image NAME        image repository, e.g. myuser/cpvton-worker      (env IMAGE_NAME)
   -r, --registry HOST     registry host, e.g. ghcr.io; empty: Docker Hub    (env REGISTRY)
   -v, --version TAG       version tag (env VERSION; default: git describe, else a UTC timestamp)
-      --no-latest         do not also tag :latest
+      --flavour F         gpu (default: the GPU image, the Dockerfile's last stage) or cpu
+                          (env FLAVOUR)
+      --no-latest         do not also tag :latest (:latest-cpu)
       --no-push           build and load into the local docker instead of pushing
       --platform P        target platform (default: linux/amd64, what RunPod runs)
       --bake MODE         BAKE_CHECKPOINTS build arg: 1 (default), 0 or auto    (env BAKE_CHECKPOINTS)
@@ -42,6 +45,7 @@ Examples:
   GMM_URL=https://... TOM_URL=https://... GMM_GIT_BLOB=none TOM_GIT_BLOB=none \\
     GMM_SHA256=... TOM_SHA256=... $prog -i myuser/cpvton-worker     # weights of your own
   $prog -i myuser/cpvton-worker --bake 0          # weights on a network volume instead
+  $prog -i myuser/cpvton-worker --flavour cpu     # the CPU flavour (baked weights' export only)
   $prog -r ghcr.io -i org/cpvton-worker --checkpoints-dir ./checkpoints --dry-run
 EOF
 }
@@ -59,7 +63,7 @@ run() {
 
 image=${IMAGE_NAME:-} registry=${REGISTRY:-} version=${VERSION:-}
 platform=linux/amd64 latest=1 push=1 dry_run=0
-bake=${BAKE_CHECKPOINTS:-1} checkpoints_dir=""
+bake=${BAKE_CHECKPOINTS:-1} checkpoints_dir="" flavour=${FLAVOUR:-gpu}
 extra_args=()
 
 need_value() { (($1 >= 2)) || die "$2 needs a value"; }
@@ -70,6 +74,7 @@ while (($#)); do
     -v | --version) need_value $# "$1"; version=$2; shift 2 ;;
     --platform) need_value $# "$1"; platform=$2; shift 2 ;;
     --bake) need_value $# "$1"; bake=$2; shift 2 ;;
+    --flavour) need_value $# "$1"; flavour=$2; shift 2 ;;
     --checkpoints-dir) need_value $# "$1"; checkpoints_dir=$2; shift 2 ;;
     --build-arg) need_value $# "$1"; extra_args+=(--build-arg "$2"); shift 2 ;;
     --no-latest) latest=0; shift ;;
@@ -88,6 +93,7 @@ if [[ -n $registry ]]; then
   [[ $registry =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ ]] || die "invalid registry host '$registry'"
 fi
 case $bake in 0 | 1 | auto) ;; *) die "--bake must be 0, 1 or auto (got '$bake')" ;; esac
+case $flavour in gpu | cpu) ;; *) die "--flavour must be gpu or cpu (got '$flavour')" ;; esac
 if [[ -n $checkpoints_dir ]]; then
   [[ -d $checkpoints_dir ]] || die "--checkpoints-dir: '$checkpoints_dir' is not a folder"
   [[ $bake != 0 ]] || die "--checkpoints-dir makes no sense with --bake 0"
@@ -102,6 +108,9 @@ fi
 
 ref=$image
 [[ -z $registry ]] || ref="$registry/$image"
+# The CPU flavour's tags carry a suffix, so that both flavours live in one repository.
+suffix=""
+[[ $flavour == gpu ]] || suffix="-$flavour"
 
 if ((!dry_run)); then
   command -v docker >/dev/null 2>&1 || die "docker is not installed (or not on PATH)"
@@ -123,8 +132,9 @@ if [[ -n ${REGISTRY_USERNAME:-} || -n ${REGISTRY_PASSWORD:-} ]]; then
   fi
 fi
 
-cmd=(docker buildx build --platform "$platform" --file "$here/Dockerfile" --tag "$ref:$version")
-((latest)) && cmd+=(--tag "$ref:latest")
+cmd=(docker buildx build --platform "$platform" --file "$here/Dockerfile" --tag "$ref:$version$suffix")
+((latest)) && cmd+=(--tag "$ref:latest$suffix")
+[[ $flavour == gpu ]] || cmd+=(--target "$flavour")
 cmd+=(--build-arg "BAKE_CHECKPOINTS=$bake")
 [[ -z ${GMM_SHA256:-} ]] || cmd+=(--build-arg "GMM_SHA256=$GMM_SHA256")
 [[ -z ${TOM_SHA256:-} ]] || cmd+=(--build-arg "TOM_SHA256=$TOM_SHA256")
@@ -138,12 +148,12 @@ cmd+=("${extra_args[@]}")
 if ((push)); then cmd+=(--push); else cmd+=(--load); fi
 cmd+=("$here")
 
-info "building $ref:$version$( ((latest)) && echo " (+ :latest)") for $platform, BAKE_CHECKPOINTS=$bake"
+info "building $ref:$version$suffix$( ((latest)) && echo " (+ :latest$suffix)") for $platform, flavour $flavour, BAKE_CHECKPOINTS=$bake"
 run "${cmd[@]}"
 if ((dry_run)); then
   info "dry run: nothing was built or pushed"
 elif ((push)); then
-  info "pushed $ref:$version"
+  info "pushed $ref:$version$suffix"
 else
-  info "built $ref:$version (loaded locally, not pushed)"
+  info "built $ref:$version$suffix (loaded locally, not pushed)"
 fi

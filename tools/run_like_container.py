@@ -1,6 +1,6 @@
 """Run the worker the way its Docker image would, without Docker.
 
-Reads the Dockerfile's final stage (its ``ENV``, ``WORKDIR``, ``USER``, ``CMD`` and the ``COPY``
+Reads the Dockerfile's final stage, or the one ``--target`` names (its ``ENV``, ``WORKDIR``, ``USER``, ``CMD`` and the ``COPY``
 instructions that take files from the build context), copies those files into a temporary folder
 that stands for ``WORKDIR``, and runs ``CMD`` there with the image's environment: the image's
 ``ENV`` values on top of a minimal base (no variables leak in from the calling shell except those
@@ -10,6 +10,7 @@ temporary home, and ``python`` resolves to the interpreter running this tool (th
 
     python tools/run_like_container.py --check                 # print the resolved command and env
     python tools/run_like_container.py -e ALLOW_RANDOM_WEIGHTS=1 -- --test_input '{"input": {}}'
+    CPU_VENV/bin/python tools/run_like_container.py --target cpu --checkpoints EXPORT_DIR -- ...
 
 Arguments after ``--`` are appended to ``CMD`` (the runpod SDK's ``--test_input`` runs one job
 locally and exits). Exit status: that of the command; 2 for a Dockerfile this tool cannot read.
@@ -108,8 +109,9 @@ def parse_env_args(rest: str, variables: dict[str, str]) -> dict[str, str]:
     return result
 
 
-def parse_final_stage(text: str) -> Stage:
-    """Return what the last ``FROM`` stage of a Dockerfile sets up."""
+def parse_final_stage(text: str, target: str | None = None) -> Stage:
+    """Return what the last ``FROM`` stage of a Dockerfile sets up, or with ``target`` the stage
+    of that name (``docker build --target``); DockerfileError when there is none."""
     global_args: dict[str, str] = {}
     stage: Stage | None = None
     stage_args: dict[str, str] = {}
@@ -118,6 +120,8 @@ def parse_final_stage(text: str) -> Stage:
         instr = word.upper()
         rest = rest.strip()
         if instr == "FROM":
+            if target is not None and stage is not None and stage.name == target:
+                break                            # the target is complete
             parts = rest.split()
             name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
             stage = Stage(name=name)
@@ -153,8 +157,10 @@ def parse_final_stage(text: str) -> Stage:
             stage.copies.append((paths[:-1], paths[-1]))
     if stage is None:
         raise DockerfileError("no FROM instruction")
+    if target is not None and stage.name != target:
+        raise DockerfileError(f"no stage named {target!r}")
     if not stage.cmd:
-        raise DockerfileError("the final stage has no CMD")
+        raise DockerfileError(f"the {'final' if target is None else target!r} stage has no CMD")
     return stage
 
 
@@ -227,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dockerfile", type=Path, default=REPO / "Dockerfile")
     ap.add_argument("--context", type=Path, default=REPO, help="build context (default: repo)")
+    ap.add_argument("--target", default=None,
+                    help="the stage to run, as `docker build --target` (default: the last, the "
+                         "GPU image; `cpu`: the CPU flavour, to be run by a torch-free "
+                         "interpreter such as a venv of requirements_cpu.txt)")
     ap.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                     help="set a variable, as `docker run -e` would (repeatable)")
     ap.add_argument("--checkpoints", type=Path,
@@ -247,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
 
     try:
-        stage = parse_final_stage(args.dockerfile.read_text())
+        stage = parse_final_stage(args.dockerfile.read_text(), args.target)
     except (OSError, DockerfileError, json.JSONDecodeError) as exc:
         log.error("cannot read %s: %s", args.dockerfile, exc)
         return 2

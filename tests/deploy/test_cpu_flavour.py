@@ -116,3 +116,70 @@ def test_the_cpu_install_has_no_torch_and_serves_a_prepared_export(cpu_venv, exp
     assert body.get("status") == "COMPLETED", json.dumps(body)[:2000]
     assert body["output"]["random_weights"] is True and body["output"]["result_image"]
     assert "Traceback" not in log_path.read_text()
+
+
+# --- the Dockerfile's cpu target -----------------------------------------------------------------
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _stages() -> dict[str, str]:
+    """Stage name → its instructions (from its FROM line to the next; comments dropped)."""
+    text = "\n".join(line for line in DOCKERFILE.read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    parts = re.split(r"^(?=FROM\s)", text, flags=re.M)[1:]
+    return {re.match(r"FROM\s+\S+\s+AS\s+(\S+)", p, re.I).group(1): p for p in parts}
+
+
+def test_the_default_target_stays_the_gpu_image():
+    assert list(_stages())[-1] == "runtime"
+    assert "nvidia/cuda" in re.search(r"^ARG BASE_IMAGE=(\S+)", DOCKERFILE.read_text(), re.M).group(1)
+
+
+def test_the_cpu_target_has_no_torch_and_no_cuda():
+    from tools import run_like_container as rlc
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG CPU_BASE_IMAGE=(\S+)", text, re.M).group(1)
+    assert "nvidia" not in base and "cuda" not in base
+    stages = _stages()
+    for name in ("cpu-builder", "cpu"):
+        assert stages[name].startswith("FROM ${CPU_BASE_IMAGE} AS"), name
+    assert "-r /tmp/requirements/requirements_cpu.txt" in stages["cpu-builder"]
+    assert "requirements_runpod.txt" not in stages["cpu-builder"] and "TORCH_INDEX_URL" not in stages["cpu-builder"]
+    cpu = stages["cpu"]
+    for word in ("pip install", "python3.12-venv", "curl", "--from=builder", "--from=checkpoints"):
+        assert word not in cpu, f"{word!r} in the cpu stage"
+    # what reaches the image from other stages: the CPU venv and the export, nothing else
+    assert sorted(re.findall(r"--from=(\S+)", cpu)) == ["cpu-builder", "cpu-export"]
+    assert "python -m openvino_backend" in stages["cpu-export"]
+    stage = rlc.parse_final_stage(text, "cpu")
+    gpu = rlc.parse_final_stage(text)
+    assert stage.cmd == gpu.cmd and stage.workdir == gpu.workdir == "/app"
+    assert stage.copies == gpu.copies                 # the same serving code as the GPU image
+    assert stage.env["CHECKPOINT_DIR"] == "/app/checkpoints" and stage.env["BACKEND"] == "openvino"
+    assert stage.user and stage.user.split(":")[0] not in ("0", "root")
+
+
+def test_build_and_push_builds_the_cpu_target():
+    res = subprocess.run([str(ROOT / "build_and_push.sh"), "--image", "me/cpvton", "--version",
+                          "1", "--flavour", "cpu", "--dry-run"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "--target cpu" in res.stdout and "me/cpvton:1-cpu" in res.stdout
+    gpu = subprocess.run([str(ROOT / "build_and_push.sh"), "--image", "me/cpvton", "--version",
+                          "1", "--dry-run"], capture_output=True, text=True, timeout=60, check=False)
+    assert gpu.returncode == 0 and "--target" not in gpu.stdout and "me/cpvton:1 " in gpu.stdout + " "
+
+
+@pytest.mark.slow
+def test_the_cpu_image_entrypoint_runs_one_job(cpu_venv, export_only):
+    """The cpu target's CMD and ENV (tools/run_like_container.py --target cpu), run by the CPU
+    install on the prepared export: the Hub's test request through the SDK's local test mode."""
+    job = json.loads((ROOT / ".runpod" / "tests.json").read_text())["tests"][0]
+    res = subprocess.run([str(cpu_venv / "bin" / "python"), str(ROOT / "tools/run_like_container.py"),
+                          "--target", "cpu", "--checkpoints", str(export_only), "-e", "WARMUP=0",
+                          "--timeout", "240", "--", "--test_input", json.dumps({"input": job["input"]})],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert "completed successfully" in out and "backend openvino" in out
