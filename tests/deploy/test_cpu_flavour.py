@@ -183,3 +183,30 @@ def test_the_cpu_image_entrypoint_runs_one_job(cpu_venv, export_only):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "completed successfully" in out and "backend openvino" in out
+
+
+# --- the RunPod Hub config of the CPU flavour ----------------------------------------------------
+def test_the_cpu_hub_config_describes_a_cpu_endpoint():
+    from tests.deploy.test_deploy_docker_and_env import _settings_env_vars
+    hub = json.loads((ROOT / ".runpod/cpu/hub.json").read_text())
+    gpu_hub = json.loads((ROOT / ".runpod/hub.json").read_text())
+    assert hub["type"] == gpu_hub["type"] and hub["category"] == gpu_hub["category"]
+    cfg = hub["config"]
+    assert cfg["runsOn"] == "CPU" and isinstance(cfg["cpuFlavor"], str) and cfg["cpuFlavor"]
+    assert isinstance(cfg["containerDiskInGb"], int)
+    assert not {"gpuIds", "gpuCount", "allowedCudaVersions"} & set(cfg)
+    env = {e["key"]: e for e in cfg["env"]}
+    assert set(env) <= _settings_env_vars()
+    assert env["BACKEND"]["value"] == "openvino"
+    assert env["CHECKPOINT_DIR"]["input"]["default"] == "/app/checkpoints"
+    assert "fp16" not in {o["value"] for o in env["PRECISION"]["input"]["options"]}   # GPU only
+
+
+def test_the_cpu_hub_tests_are_the_gpu_ones_on_a_cpu():
+    from worker import schema
+    doc = json.loads((ROOT / ".runpod/cpu/tests.json").read_text())
+    gpu_doc = json.loads((ROOT / ".runpod/tests.json").read_text())
+    assert doc["tests"] == gpu_doc["tests"]            # the same requests, one set of them
+    assert doc["config"]["cpuFlavor"] and "gpuTypeId" not in doc["config"]
+    for case in doc["tests"]:
+        schema.parse_request(case["input"], max_items=8)
