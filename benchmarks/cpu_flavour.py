@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,8 +172,7 @@ def run_worker(python: Path, ckpt: Path, threads: int, repeats: int) -> dict:
         raise SystemExit(f"worker in {python} failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out["cold_start_to_first_response_s"] = out["first_response_at"] - start
-    times = sorted(out["times_ms"][1:] or out["times_ms"])      # the first request is the cold one
-    out["median_ms"] = times[len(times) // 2]
+    out["median_ms"] = statistics.median(out["times_ms"][1:] or out["times_ms"])   # 1st: cold
     return out
 
 
