@@ -205,11 +205,17 @@ def prune_random_entries(cache_dir: Path, name: str, keep: int = KEEP_RANDOM_EXP
     protected = _recorded_entries(cache_dir)
     random_entries = [e for e in cache_dir.glob(f"{name}-*")
                       if e.is_dir() and e.name not in protected and _is_random_entry(e)]
-    random_entries.sort(key=lambda e: (e / MANIFEST).stat().st_mtime, reverse=True)
+    def written(entry: Path) -> float:       # 0 for an entry removed meanwhile by another process
+        try:
+            return (entry / MANIFEST).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    random_entries.sort(key=written, reverse=True)
     removed = []
     for entry in random_entries[keep:]:
-        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
         try:
+            size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
             shutil.rmtree(entry)
         except OSError as exc:
             log.warning("OpenVINO export cache: cannot remove the stale random-weight entry %s "
