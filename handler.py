@@ -49,6 +49,7 @@ def load_model(settings: Settings):
                            tom_checkpoint=settings.tom_checkpoint,
                            gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
                            allow_random_weights=settings.allow_random_weights,
+                           random_weights_switch=settings.random_weights_switch,
                            backend=settings.backend, openvino_cache_dir=settings.openvino_cache_dir)
     return CPVTONPlusModel(networks=networks, precision=settings.precision,
                            max_pixels=settings.max_image_pixels)
@@ -68,7 +69,7 @@ def start_worker(settings: Settings) -> Worker:
              model.backend_reason, model.precision, info["gmm_sha256"], info["tom_sha256"],
              info["random"])
     if info["random"]:
-        log.warning("RANDOM WEIGHTS (ALLOW_RANDOM_WEIGHTS=1): results are not real try-ons")
+        log.warning("RANDOM WEIGHTS (%s): results are not real try-ons", model.weights.random_reason)
     if settings.warmup:
         log.info("warm-up inference took %.0f ms", worker.warm_up())
     return worker

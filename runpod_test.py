@@ -28,6 +28,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 BANNER = "=" * 78
+#: Default output folder: the checkout's outputs/ (git-ignored), whatever the current folder.
+OUT_DIR = Path(__file__).resolve().parent / "outputs" / "runpod_test"
 
 
 def _load(path: str, option: str) -> Image.Image:
@@ -82,7 +84,8 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
               f"{settings.checkpoint_dir}).\n!!! Running with RANDOM WEIGHTS: the pipeline is real, "
               f"the picture is noise.\n!!! Get them with ./download_checkpoints.sh "
               f"(README_RUNPOD.md).\n{BANNER}", flush=True)
-        settings = dataclasses.replace(settings, allow_random_weights=True)
+        settings = dataclasses.replace(settings, allow_random_weights=True,
+                                       random_weights_switch="the smoke run, without checkpoints")
     logs.configure_logging(settings.log_level)
     t0 = time.perf_counter()
     handler.set_worker(handler.start_worker(settings))
@@ -122,7 +125,9 @@ def main(argv=None) -> int:
     parser.add_argument("--person", help="person photo (default: the one of test_input.json)")
     parser.add_argument("--cloth", help="garment photo (default: the one of test_input.json)")
     parser.add_argument("--api", metavar="URL", help="dev server URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--out-dir", default="outputs/runpod_test")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR,
+                        help="where the pictures and timings go (default: outputs/runpod_test/ "
+                             "of the checkout, git-ignored)")
     parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
     parser.add_argument("--repeats", type=int, default=2,
                         help="calls to time (the 2nd reuses the cached person analysis)")
