@@ -32,10 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LOCK = threading.RLock()
 _cache: dict[str, Any] = {}
-_has_run: set[str] = set()          # graphs that ran once (their first run logs natively)
 
 #: Lines that MediaPipe's native code writes to the process's stderr (fd 2) when a graph is made
-#: and first run, past any Python logger: TFLite's "INFO: Created TensorFlow Lite XNNPACK
+#: and when its calculators start (at the first runs), past any Python logger: TFLite's "INFO: Created TensorFlow Lite XNNPACK
 #: delegate", absl's "before absl::InitializeLog()" notice, and absl/glog INFO and WARNING lines
 #: ("W0000 00:00:1796598851.098512  7711 inference_feedback_manager.cc:114] ..."). Errors
 #: (E..., F...) and anything else pass.
@@ -102,6 +101,11 @@ def get(name: str):
             log.info("loading MediaPipe %s model", name)
             with _quiet_native_stderr():
                 model = _FACTORIES[name](_solutions())
+                # The graph's calculators open (and log) on its own threads after start_run:
+                # wait for that here, so that their lines fall inside this window.
+                graph = getattr(model, "_graph", None)
+                if graph is not None and hasattr(graph, "wait_until_idle"):
+                    graph.wait_until_idle()
             _cache[name] = model
         return model
 
@@ -111,12 +115,8 @@ def run(name: str, rgb: np.ndarray):
     rgb = np.ascontiguousarray(rgb)
     with LOCK:
         graph = get(name)
-        if name in _has_run:
-            return graph.process(rgb)
         with _quiet_native_stderr():
-            result = graph.process(rgb)
-        _has_run.add(name)
-        return result
+            return graph.process(rgb)
 
 
 def warm_up(parser: ParserRunner | None = None) -> None:
