@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import email.utils
 import io
+import json
 import logging
 import os
-import contextlib
-import json
 import random
 import sys
 import threading

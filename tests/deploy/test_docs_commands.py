@@ -221,3 +221,5 @@ def test_smoke_run_against_the_dev_server_as_documented(server, tmp_path):
                          text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "result.png").is_file()
+    with Image.open(tmp_path / "montage.png") as im:        # random weights: said on the picture
+        assert im.convert("RGB").getpixel((2, 2)) == (200, 0, 0)

@@ -6,7 +6,6 @@ attempts and check what the client itself reports, against a closed loopback por
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
