@@ -65,28 +65,35 @@ _WORKER_LOCK = threading.Lock()
 # ----------------------------------------------------------------------------------------------
 # Start-up: fitness checks, model loading and warm-up
 # ----------------------------------------------------------------------------------------------
-def load_model(settings: Settings):
+#: What allows random weights in the worker (named in the log when they are used).
+RANDOM_WEIGHTS_SWITCH = "ALLOW_RANDOM_WEIGHTS=1"
+
+
+def load_model(settings: Settings, random_weights_switch: str = RANDOM_WEIGHTS_SWITCH):
     """The CP-VTON+ predictor as configured (raises CheckpointError naming a missing, unreadable or
-    tampered file: with GMM_SHA256 / TOM_SHA256 set, a file with another sha256 is refused)."""
+    tampered file: with GMM_SHA256 / TOM_SHA256 set, a file with another sha256 is refused).
+    ``random_weights_switch``: what set ``settings.allow_random_weights``, for the log."""
     from cpvton_infer import CPVTONPlusModel, build_model
     networks = build_model(settings.checkpoint_dir, settings.device,
                            gmm_checkpoint=settings.gmm_checkpoint,
                            tom_checkpoint=settings.tom_checkpoint,
                            gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
                            allow_random_weights=settings.allow_random_weights,
-                           random_weights_switch=settings.random_weights_switch,
+                           random_weights_switch=random_weights_switch,
                            backend=settings.backend, openvino_cache_dir=settings.openvino_cache_dir)
     return CPVTONPlusModel(networks=networks, precision=settings.precision,
                            max_pixels=settings.max_image_pixels)
 
 
-def start_worker(settings: Settings) -> Worker:
-    """Fitness checks, model loading and warm-up; the result serves every job of the process."""
+def start_worker(settings: Settings, random_weights_switch: str = RANDOM_WEIGHTS_SWITCH) -> Worker:
+    """Fitness checks, model loading and warm-up; the result serves every job of the process.
+    ``random_weights_switch``: what allowed random weights, named in the log (the smoke run
+    allows them itself)."""
     check_gpu(settings)
     check_backend(settings)
     check_checkpoints(settings)
     t0 = time.perf_counter()
-    model = load_model(settings)
+    model = load_model(settings, random_weights_switch)
     worker = Worker(settings, model)
     info = model.weights.short()
     log.info("model loaded in %.0f ms on %s, backend %s (%s), %s; weights gmm=%s tom=%s "

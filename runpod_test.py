@@ -87,6 +87,7 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    switch = handler.RANDOM_WEIGHTS_SWITCH
     gmm = settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE
     tom = settings.tom_checkpoint or settings.checkpoint_dir / TOM_FILE
     if not (gmm.is_file() and tom.is_file()):
@@ -94,11 +95,11 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
               f"{settings.checkpoint_dir}).\n!!! Running with RANDOM WEIGHTS: the pipeline is real, "
               f"the picture is noise.\n!!! Get them with ./download_checkpoints.sh "
               f"(README_RUNPOD.md).\n{BANNER}", flush=True)
-        settings = dataclasses.replace(settings, allow_random_weights=True,
-                                       random_weights_switch="the smoke run, without checkpoints")
+        settings = dataclasses.replace(settings, allow_random_weights=True)
+        switch = "the smoke run, without checkpoints"
     logs.configure_logging(settings.log_level)
     t0 = time.perf_counter()
-    handler.set_worker(handler.start_worker(settings))
+    handler.set_worker(handler.start_worker(settings, random_weights_switch=switch))
     print(f"worker started (model load + warm-up) in {(time.perf_counter() - t0) * 1000:.0f} ms")
     job = {"id": "runpod-test", "input": {"person_image": _b64(person), "cloth_image": _b64(cloth),
                                           "output_format": fmt, "return_intermediates": True}}

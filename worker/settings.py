@@ -234,8 +234,6 @@ class Settings:
     warmup: bool = True
     person_cache_size: int = 16
     person_cache_mb: int = 512
-    #: How random weights were allowed, for the log (not a variable: the smoke run sets it).
-    random_weights_switch: str = "ALLOW_RANDOM_WEIGHTS=1"
 
     def __post_init__(self):
         _check_bucket(self.bucket_endpoint_url, self.bucket_access_key_id,
