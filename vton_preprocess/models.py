@@ -53,7 +53,11 @@ def _quiet_native_stderr() -> Iterator[None]:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:                 # no stderr at all (a daemon): nothing to keep quiet
+        yield
+        return
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
