@@ -103,7 +103,8 @@ RUN pip install --upgrade pip \
 
 # ---------------------------------------------------------------------------------------------
 # local_checkpoints: replaced by `--build-context local_checkpoints=DIR` to bake local files.
-# By default it is just the base image, which has no GMM/ or TOM/ folder.
+# By default it is just the base image, which has no GMM/ or TOM/ folder: then no --from-dir
+# (download_checkpoints.sh refuses a --from-dir without the files instead of downloading).
 FROM ${BASE_IMAGE} AS local_checkpoints
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +135,11 @@ RUN --mount=type=bind,from=local_checkpoints,target=/mnt/local_checkpoints \
            if [ "${BAKE_CHECKPOINTS}" = auto ]; then only_if=--if-configured; else only_if=; fi; \
            if [ -f /run/secrets/gmm_url ]; then export GMM_URL_FILE=/run/secrets/gmm_url; fi; \
            if [ -f /run/secrets/tom_url ]; then export TOM_URL_FILE=/run/secrets/tom_url; fi; \
+           set --; \
+           if [ -e /mnt/local_checkpoints/GMM ] || [ -e /mnt/local_checkpoints/TOM ]; then \
+             set -- --from-dir /mnt/local_checkpoints; fi; \
            CHECKPOINT_DIR=/checkpoints LOAD_CHECK=0 \
-           download_checkpoints.sh --from-dir /mnt/local_checkpoints ${only_if} ;; \
+           download_checkpoints.sh "$@" ${only_if} ;; \
          *) echo "BAKE_CHECKPOINTS must be 0, 1 or auto (got '${BAKE_CHECKPOINTS}')" >&2; exit 1 ;; \
        esac \
     && rm -f /checkpoints/*/*.part

@@ -9,8 +9,12 @@
 Images can be file paths, bytes, PIL images, or ``http(s)://`` URLs (sent as ``*_url`` inputs
 for the worker to download). Results come back as PIL images. Requests are retried with
 exponential backoff on 429 and 5xx answers and on connection errors, honouring ``Retry-After``,
-for at most ``max_retry_s`` seconds. The API key is never logged: it is removed from every log
-line and exception message.
+for at most ``max_retry_s`` seconds, and a whole call (retries and polling) ends within
+``timeout`` seconds; every retry is logged (logger ``cpvton.client``, INFO). The API key is never
+logged: it is removed from every log line and exception message.
+
+Its only dependencies are ``requests`` and Pillow: copy this one file into your backend and
+``pip install requests pillow`` (from a checkout: ``pip install ".[client]"``).
 
 Command line::
 
@@ -22,31 +26,54 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import email.utils
 import io
+import json
 import logging
 import os
 import random
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
-import requests
-from PIL import Image
+#: What the client needs, and how to get it (said when one is missing).
+INSTALL_HINT = "pip install requests pillow"
+try:
+    import requests
+    from PIL import Image, ImageOps
+except ModuleNotFoundError as _missing:
+    if __name__ != "__main__":
+        raise ModuleNotFoundError(f"client_example needs requests and Pillow, and "
+                                  f"'{_missing.name}' is not installed: {INSTALL_HINT}",
+                                  name=_missing.name) from None
+    MISSING_PACKAGE: Optional[str] = _missing.name     # the command line says so after --help
+else:
+    MISSING_PACKAGE = None
 
 log = logging.getLogger("cpvton.client")
 
 RUNPOD_API = "https://api.runpod.ai/v2"
 TERMINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 RETRY_STATUSES = (429, 500, 502, 503, 504)
-ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image]
+#: Shortest timeout of one HTTP try (seconds), even when a call's budget is nearly spent.
+MIN_TRY_S = 1.0
+ImageInput = Union[str, os.PathLike, bytes, bytearray, "Image.Image"]
+#: ``garment_resolution`` values the worker takes (vton_core.model_spec.GARMENT_RESOLUTIONS; written
+#: out here so that this file needs nothing of the project): "full" draws the garment from its
+#: photo at the result's resolution, "model" upscales the 192×256 try-on.
+GARMENT_RESOLUTIONS = ("full", "model")
+#: test_input.json beside this file: the default person and garment of the command line.
+SAMPLE_INPUT = Path(__file__).resolve().parent / "test_input.json"
 
 #: The command line's commands, for ``--help``.
 COMMANDS_HELP = """commands:
-  try-on     (default) one try-on of --person and --cloth (default: the bundled samples), written
-             to --out (default: tryon.png, tryon.jpg or tryon.webp after --format)
+  try-on     (default) one try-on of --person and --cloth (default: the samples of
+             test_input.json beside this file), written to --out (default: tryon.png, tryon.jpg
+             or tryon.webp after --format, in the current folder)
   health     worker and job counts of a RunPod endpoint (the local dev server has no /health)
   examples   run the three library examples against the endpoint: a sync try-on, an async one
              with intermediates, and one person with three garments in one job (prints sizes)
@@ -180,6 +207,14 @@ def _pair_fields(pair: Any) -> dict:
                      f"'cloth', not {type(pair).__name__}")
 
 
+def _garment_resolution(value: Optional[str]) -> Optional[str]:
+    """``value`` checked against :data:`GARMENT_RESOLUTIONS` (None passes: the worker's default)."""
+    if value is not None and value not in GARMENT_RESOLUTIONS:
+        raise ValueError(f"garment_resolution must be one of {', '.join(GARMENT_RESOLUTIONS)}, "
+                         f"not {value!r}")
+    return value
+
+
 def decode_image(text: str) -> Image.Image:
     """A PIL image from base64 text (raw or data URI)."""
     if text.startswith("data:"):
@@ -197,9 +232,12 @@ class CPVTONClient:
         api_key: RunPod API key (sent as a bearer token; never logged).
         base_url: another base URL, e.g. ``http://127.0.0.1:8000`` for
             ``python handler.py --rp_serve_api``.
-        timeout: seconds to wait for a job's result (polling included).
-        request_timeout: seconds for one HTTP request.
-        max_retry_s: total seconds spent retrying one request on 429/5xx/connection errors.
+        timeout: seconds one call may take in all (``try_on_*``, ``health``, ``wait``: its
+            requests, their retries and the polling); a call that runs out raises
+            :class:`CPVTONError` (``UNAVAILABLE`` while retrying, ``TIMEOUT`` while polling).
+        request_timeout: seconds for one HTTP request (at most what is left of ``timeout``).
+        max_retry_s: total seconds spent retrying one request on 429/5xx/connection errors
+            (at most what is left of ``timeout``).
     """
 
     def __init__(self, endpoint_id: Optional[str] = None, api_key: Optional[str] = None,
@@ -214,6 +252,7 @@ class CPVTONClient:
         self.max_retry_s = float(max_retry_s)
         self._api_key = api_key or ""
         self._status_method = "GET"          # the dev server's /status is a POST: learnt on 405
+        self._calls = threading.local()      # the deadline of the call in progress, per thread
         self.session = session or requests.Session()
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
@@ -223,6 +262,20 @@ class CPVTONClient:
         return f"CPVTONClient(base_url={self.base_url!r})"
 
     # -- HTTP -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _budget(self) -> Iterator[float]:
+        """The deadline (``time.monotonic()``) of the call in progress: ``timeout`` from the
+        outermost call on this thread; nested calls share it."""
+        outer = getattr(self._calls, "deadline", None)
+        if outer is not None:
+            yield outer
+            return
+        self._calls.deadline = time.monotonic() + self.timeout
+        try:
+            yield self._calls.deadline
+        finally:
+            self._calls.deadline = None
+
     def _redact(self, text: str) -> str:
         return redact(text, (self._api_key,)) if self._api_key else text
 
@@ -243,17 +296,24 @@ class CPVTONClient:
 
     def _request(self, method: str, path: str, *, json: Any = None) -> dict:
         """One API call with retries; returns the decoded JSON object."""
+        with self._budget() as call_deadline:
+            return self._request_within(method, path, json, call_deadline)
+
+    def _request_within(self, method: str, path: str, json: Any, call_deadline: float) -> dict:
         url = f"{self.base_url}/{path.lstrip('/')}"
-        deadline = time.monotonic() + self.max_retry_s
+        start = time.monotonic()
+        deadline = min(start + self.max_retry_s, call_deadline)
         delay = 0.5
         attempt = 0
         while True:
             attempt += 1
             wait: Optional[float] = None
+            # At least a short try even when the budget is spent (the first attempt is made).
+            per_try = min(self.request_timeout, max(deadline - time.monotonic(), MIN_TRY_S))
             try:
-                response = self.session.request(method, url, json=json, timeout=self.request_timeout)
+                response = self.session.request(method, url, json=json, timeout=per_try)
             except (requests.ConnectionError, requests.Timeout) as err:
-                reason = f"{type(err).__name__}"
+                reason = f"{type(err).__name__} at {self.base_url}"
                 response = None
             except requests.RequestException as err:
                 # Not retried (a bad header, URL or body). requests puts header values and URLs
@@ -279,11 +339,15 @@ class CPVTONClient:
             if wait is None:
                 wait = delay * (0.75 + 0.5 * random.random())
                 delay = min(delay * 2, 16.0)
-            if time.monotonic() + wait > deadline:
+            now = time.monotonic()
+            if now + wait > deadline:
                 status = response.status_code if response is not None else None
                 raise CPVTONError("UNAVAILABLE", self._redact(
-                    f"{method} {path}: gave up after {attempt} attempts ({reason})"), status=status)
-            log.info("%s %s: %s, retrying in %.1f s", method, path, reason, wait)
+                    f"{method} {path}: gave up after {attempt} attempt{'s' if attempt > 1 else ''} "
+                    f"in {now - start:.1f} s ({reason}); the budget was {deadline - start:.1f} s "
+                    f"(timeout={self.timeout:g}, max_retry_s={self.max_retry_s:g})"), status=status)
+            log.info("%s %s: attempt %d failed (%s); retrying in %.1f s (%.1f s left)",
+                     method, path, attempt, reason, wait, deadline - now)
             time.sleep(wait)
 
     # -- raw endpoint calls ---------------------------------------------------------------------
@@ -307,24 +371,25 @@ class CPVTONClient:
     def wait(self, job_id: str, *, poll_interval: float = 0.5, max_poll_interval: float = 5.0) -> dict:
         """Poll ``/status`` with backoff until the job ends or ``timeout`` passes; returns the
         final status object (``status`` is one of COMPLETED, FAILED, CANCELLED, TIMED_OUT)."""
-        deadline = time.monotonic() + self.timeout
-        interval = poll_interval
-        while True:
-            body = self.status(job_id)
-            if body.get("status") in TERMINAL_STATUSES:
-                return body
-            if time.monotonic() + interval > deadline:
-                raise CPVTONError("TIMEOUT", f"job {job_id} did not finish in {self.timeout:g} s "
-                                  f"(last status {body.get('status')})", job_id=job_id)
-            time.sleep(interval)
-            interval = min(interval * 1.5, max_poll_interval)
+        with self._budget() as deadline:
+            interval = poll_interval
+            while True:
+                body = self.status(job_id)
+                if body.get("status") in TERMINAL_STATUSES:
+                    return body
+                if time.monotonic() + interval > deadline:
+                    raise CPVTONError("TIMEOUT", f"job {job_id} did not finish in {self.timeout:g} s "
+                                      f"(last status {body.get('status')})", job_id=job_id)
+                time.sleep(interval)
+                interval = min(interval * 1.5, max_poll_interval)
 
     def runsync(self, payload: dict) -> dict:
         """``/runsync``; when RunPod answers before the job ends, polling takes over."""
-        body = self._request("POST", "/runsync", json={"input": payload})
-        if body.get("status") not in TERMINAL_STATUSES and "id" in body:
-            body = self.wait(str(body["id"]))
-        return body
+        with self._budget():
+            body = self._request("POST", "/runsync", json={"input": payload})
+            if body.get("status") not in TERMINAL_STATUSES and "id" in body:
+                body = self.wait(str(body["id"]))
+            return body
 
     def cancel(self, job_id: str) -> dict:
         """``/cancel/{id}`` (RunPod only)."""
@@ -334,7 +399,8 @@ class CPVTONClient:
         """``/health``: worker and job counts (RunPod only: the SDK's local dev server has no
         ``/health``, which raises a :class:`CPVTONError` ``NOT_SUPPORTED`` saying so)."""
         try:
-            return self._request("GET", "/health")
+            with self._budget():
+                return self._request("GET", "/health")
         except CPVTONError as err:
             if err.status != 404 or self.base_url.startswith(RUNPOD_API):
                 raise
@@ -344,9 +410,13 @@ class CPVTONClient:
 
     # -- try-on ---------------------------------------------------------------------------------
     @staticmethod
-    def build_input(person: ImageInput, cloth: ImageInput, **options: Any) -> dict:
-        """The job input for one person and one garment; ``options`` are passed as they are
-        (``output_format``, ``output_size``, ``return_intermediates``, ``person_pose``, …)."""
+    def build_input(person: ImageInput, cloth: ImageInput, *,
+                    garment_resolution: Optional[str] = None, **options: Any) -> dict:
+        """The job input for one person and one garment; ``garment_resolution`` is one of
+        :data:`GARMENT_RESOLUTIONS` (None: the worker's default, "full"); ``options`` are passed
+        as they are (``output_format``, ``output_size``, ``return_intermediates``,
+        ``person_pose``, …)."""
+        options["garment_resolution"] = _garment_resolution(garment_resolution)
         payload = {**_image_field("person_image", person), **_image_field("cloth_image", cloth)}
         for name in ("person_parse", "person_mask", "cloth_mask"):
             if name in options and options[name] is not None and not isinstance(options[name], str):
@@ -390,13 +460,18 @@ class CPVTONClient:
         return TryOnResult(image=image, intermediates=inter, info=info)
 
     def try_on_sync(self, person: ImageInput, cloth: ImageInput, **options: Any) -> TryOnResult:
-        """One try-on through ``/runsync``. Raises :class:`CPVTONError` on failure."""
-        return self._result(self._output(self.runsync(self.build_input(person, cloth, **options))))
+        """One try-on through ``/runsync``. Raises :class:`CPVTONError` on failure.
+        ``options``: see :meth:`build_input` (``garment_resolution``, ``output_format``, …)."""
+        payload = self.build_input(person, cloth, **options)
+        with self._budget():
+            return self._result(self._output(self.runsync(payload)))
 
     def try_on_async(self, person: ImageInput, cloth: ImageInput, **options: Any) -> TryOnResult:
         """One try-on through ``/run`` and ``/status`` polling."""
-        job_id = self.run(self.build_input(person, cloth, **options))
-        return self._result(self._output(self.wait(job_id)))
+        payload = self.build_input(person, cloth, **options)
+        with self._budget():
+            job_id = self.run(payload)
+            return self._result(self._output(self.wait(job_id)))
 
     def try_on_batch(self, pairs: Optional[Iterable[Sequence[ImageInput]]] = None, *,
                      person: Optional[ImageInput] = None,
@@ -414,8 +489,10 @@ class CPVTONClient:
         else:
             payload = {**_image_field("person_image", person),
                        "cloth_images": [{**_image_field("cloth_image", c)} for c in cloths or ()]}
+        options["garment_resolution"] = _garment_resolution(options.get("garment_resolution"))
         payload.update({k: v for k, v in options.items() if v is not None})
-        body = self.wait(self.run(payload)) if use_async else self.runsync(payload)
+        with self._budget():
+            body = self.wait(self.run(payload)) if use_async else self.runsync(payload)
         output = self._output(body)
         results = []
         for item in output.get("results", []):
@@ -428,12 +505,21 @@ class CPVTONClient:
 
 
 # ------------------------------------------------------------------------------------------------
-# Examples (bundled images: the person photo of test_input.json and drawn t-shirts)
+# Examples (the person photo and garment of test_input.json, beside this file)
 # ------------------------------------------------------------------------------------------------
+def sample_images() -> tuple:
+    """(person, garment) of test_input.json as PIL images (RGB); ``FileNotFoundError`` naming
+    the file when this client was copied without it."""
+    if not SAMPLE_INPUT.is_file():
+        raise FileNotFoundError(f"{SAMPLE_INPUT} not found: give --person and --cloth (the "
+                                "samples are test_input.json of the checkout)")
+    fields = json.loads(SAMPLE_INPUT.read_text())["input"]
+    return tuple(decode_image(fields[name]).convert("RGB") for name in ("person_image", "cloth_image"))
+
+
 def example_sync(client: CPVTONClient) -> TryOnResult:
-    """One synchronous try-on with the bundled sample images."""
-    from worker import sample_images
-    person, cloth = sample_images.request_images()
+    """One synchronous try-on with the sample images."""
+    person, cloth = sample_images()
     result = client.try_on_sync(person, cloth, output_format="jpeg")
     print(f"sync: {result.image.size}, timings {result.info.get('timings_ms')}")
     return result
@@ -441,19 +527,19 @@ def example_sync(client: CPVTONClient) -> TryOnResult:
 
 def example_async(client: CPVTONClient) -> TryOnResult:
     """One asynchronous try-on (``/run`` then ``/status`` polling), with intermediates."""
-    from worker import sample_images
-    person, cloth = sample_images.request_images()
+    person, cloth = sample_images()
     result = client.try_on_async(person, cloth, return_intermediates=True)
     print(f"async: {result.image.size}, intermediates {sorted(result.intermediates)}")
     return result
 
 
 def example_batch(client: CPVTONClient) -> list:
-    """One person, three garment colours, one job."""
-    from worker import sample_images
-    cloths = [sample_images.garment(384, 512, color) for color in
-              ((200, 40, 60), (40, 140, 70), (30, 60, 160))]
-    results = client.try_on_batch(person=sample_images.request_images()[0], cloths=cloths)
+    """One person, the sample garment in three colours, one job."""
+    person, cloth = sample_images()
+    grey = cloth.convert("L")
+    cloths = [ImageOps.colorize(grey, black=color, white=(255, 255, 255))
+              for color in ((200, 40, 60), (40, 140, 70), (30, 60, 160))]
+    results = client.try_on_batch(person=person, cloths=cloths)
     for i, r in enumerate(results):
         print(f"batch[{i}]: {r if isinstance(r, CPVTONError) else r.image.size}")
     return results
@@ -469,16 +555,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get("RUNPOD_API_KEY"),
                         help="RunPod API key (default: $RUNPOD_API_KEY)")
     parser.add_argument("--base-url", help="e.g. http://127.0.0.1:8000 (local dev server)")
-    parser.add_argument("--person", help="person photo (path or URL); default: bundled sample")
-    parser.add_argument("--cloth", help="garment photo (path or URL); default: bundled sample")
-    parser.add_argument("--out", help="result file (default: tryon.<extension of --format>)")
+    parser.add_argument("--person", help="person photo (path or URL); default: test_input.json's")
+    parser.add_argument("--cloth", help="garment photo (path or URL); default: test_input.json's")
+    parser.add_argument("--out", help="result file (default: tryon.<extension of --format> in the "
+                                      "current folder)")
     parser.add_argument("--format", default="png", choices=tuple(EXTENSIONS),
                         help="output_format of the request (default: png)")
+    parser.add_argument("--garment-resolution", choices=GARMENT_RESOLUTIONS,
+                        help="full: the garment drawn from its photo at the result's resolution; "
+                             "model: the 192x256 try-on upscaled (default: the worker's, full)")
     parser.add_argument("--async", dest="use_async", action="store_true",
                         help="use /run and /status polling instead of /runsync")
     parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds to wait for a result (default: 300)")
+                        help="seconds the command may take in all, retries and polling included "
+                             "(default: 300)")
     args = parser.parse_args(argv)
+    if MISSING_PACKAGE:
+        print(f"error: client_example.py needs requests and Pillow, and '{MISSING_PACKAGE}' is "
+              f"not installed: {INSTALL_HINT}", file=sys.stderr)
+        return 1
     if not (args.endpoint_id or args.base_url):
         parser.error(NO_TARGET)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -491,12 +586,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "examples":
             example_sync(client), example_async(client), example_batch(client)
             return 0
-        from worker import sample_images
-        default_person, default_cloth = sample_images.request_images()
-        person = args.person or default_person
-        cloth = args.cloth or default_cloth
+        if args.person and args.cloth:
+            person, cloth = args.person, args.cloth
+        else:
+            default_person, default_cloth = sample_images()
+            person, cloth = args.person or default_person, args.cloth or default_cloth
         call = client.try_on_async if args.use_async else client.try_on_sync
-        result = call(person, cloth, output_format=args.format)
+        result = call(person, cloth, output_format=args.format,
+                      garment_resolution=args.garment_resolution)
         out = Path(args.out or f"tryon.{EXTENSIONS[args.format]}")
         # The file's format follows its name (PIL picks it from the extension), so a name and
         # its content never disagree; without a known extension, --format decides.

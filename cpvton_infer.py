@@ -319,6 +319,19 @@ class WeightSources:
     gmm_sha256: str | None
     tom_sha256: str | None
     random: bool
+    random_switch: str = "allow_random_weights=True"     # what allowed them, for the log
+
+
+#: Why the weights are random when the checkpoint files themselves hold our test weights.
+RANDOM_FILES_REASON = ("the checkpoint files are the deterministic random test weights "
+                       "(tools/make_random_checkpoints.py)")
+
+
+def _missing_reason(src: WeightSources) -> str:
+    """Why in-memory random weights are used: which file is missing, and that they were allowed."""
+    missing = [str(p) for p in (src.gmm_path, src.tom_path) if not p.is_file()]
+    return (f"checkpoint not found: {', '.join(missing) or 'none'}; random weights allowed "
+            f"({src.random_switch})")
 
 
 def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple:
@@ -335,14 +348,15 @@ def _load_networks(src: WeightSources, cfg: CPVTONConfig) -> tuple:
         gmm_state, tom_state = random_weights(cfg)
         gmm.load_state_dict(gmm_state, strict=True, assign=True)
         tom.load_state_dict(tom_state, strict=True, assign=True)
-        weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state), random=True)
-        log.warning("RANDOM WEIGHTS: %s or %s not found; results are meaningless "
-                    "(allow_random_weights=True)", src.gmm_path, src.tom_path)
+        weights = WeightsInfo(state_dict_sha256(gmm_state), state_dict_sha256(tom_state), random=True,
+                              random_reason=_missing_reason(src))
+        log.warning("RANDOM WEIGHTS (%s): results are meaningless", weights.random_reason)
     else:
         gmm_digest, tom_digest = load_checkpoint(gmm, src.gmm_path, src.gmm_sha256), load_checkpoint(tom, src.tom_path, src.tom_sha256)
         # Files written by tools/make_random_checkpoints.py are flagged like in-memory ones.
         random = is_random_recipe(gmm.state_dict()) or is_random_recipe(tom.state_dict())
-        weights = WeightsInfo(gmm_digest, tom_digest, random=random, gmm_path=str(src.gmm_path), tom_path=str(src.tom_path))
+        weights = WeightsInfo(gmm_digest, tom_digest, random=random, gmm_path=str(src.gmm_path), tom_path=str(src.tom_path),
+                              random_reason=RANDOM_FILES_REASON if random else None)
     return gmm.requires_grad_(False), tom.requires_grad_(False), weights
 
 
@@ -389,7 +403,8 @@ def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reas
     if random and not src.random:
         log.warning("RANDOM WEIGHTS: %s / %s hold the deterministic random test weights "
                     "(tools/make_random_checkpoints.py), not trained ones", src.gmm_path, src.tom_path)
-    weights = WeightsInfo(*digests, random=random,
+    reason = _missing_reason(src) if src.random else (RANDOM_FILES_REASON if random else None)
+    weights = WeightsInfo(*digests, random=random, random_reason=reason,
                           **({} if src.random else {"gmm_path": str(src.gmm_path),
                                                     "tom_path": str(src.tom_path)}))
     return OpenVINONetworks(path, weights, Path(cache_dir), cfg, reason)
@@ -426,9 +441,10 @@ def _prepared_openvino(record, src: WeightSources, cfg: CPVTONConfig, reason: st
 def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device="auto", *,
                 gmm_checkpoint: str | os.PathLike | None = None, tom_checkpoint: str | os.PathLike | None = None,
                 gmm_sha256: str | None = None, tom_sha256: str | None = None,
-                allow_random_weights: bool = False, channels_last: bool | str = "auto",
+                allow_random_weights: bool | None = None, channels_last: bool | str = "auto",
                 cfg: CPVTONConfig = DEFAULT_CONFIG, backend: str = "auto",
-                openvino_cache_dir: str | os.PathLike | None = None) -> CPVTONNetworks | OpenVINONetworks:
+                openvino_cache_dir: str | os.PathLike | None = None,
+                random_weights_switch: str = "allow_random_weights=True") -> CPVTONNetworks | OpenVINONetworks:
     """Build GMM and TOM and load the CP-VTON+ checkpoints into them (strictly).
 
     Args:
@@ -438,6 +454,10 @@ def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device="auto"
         gmm_sha256, tom_sha256: expected file hashes; a file with another hash is refused.
         allow_random_weights: only for smoke runs: if a checkpoint file is missing, use the
             deterministic random weights instead of failing; results then say ``random_weights``.
+            None (the default): as the ALLOW_RANDOM_WEIGHTS variable says (``1``: allowed), the
+            same switch as the worker's (read by :func:`worker.settings.random_weights_allowed`).
+        random_weights_switch: how ``allow_random_weights`` was set, named in the log and in
+            ``weights.random_reason`` (the worker passes "ALLOW_RANDOM_WEIGHTS=1").
         channels_last: NHWC memory format for the convolutions; "auto" = on CUDA only (the CPU
             measurement is in README_RUNPOD.md § Performance).
         backend: "auto" (OpenVINO on CPU, PyTorch on CUDA), "torch" or "openvino": with OpenVINO
@@ -453,8 +473,12 @@ def build_model(checkpoint_dir: str | os.PathLike = "checkpoints", device="auto"
     ckpt = Path(checkpoint_dir)
     gmm_path = Path(gmm_checkpoint) if gmm_checkpoint else ckpt / GMM_FILE
     tom_path = Path(tom_checkpoint) if tom_checkpoint else ckpt / TOM_FILE
+    switch = random_weights_switch
+    if allow_random_weights is None:
+        from worker.settings import random_weights_allowed
+        allow_random_weights, switch = random_weights_allowed(), "ALLOW_RANDOM_WEIGHTS=1"
     src = WeightSources(gmm_path, tom_path, gmm_sha256, tom_sha256, random=(
-        allow_random_weights and not (gmm_path.is_file() and tom_path.is_file())))
+        allow_random_weights and not (gmm_path.is_file() and tom_path.is_file())), random_switch=switch)
     if chosen == "openvino":
         cache_dir = Path(openvino_cache_dir) if openvino_cache_dir else ckpt / OPENVINO_CACHE_SUBDIR
         return _build_openvino(src, cache_dir, cfg, reason)
@@ -681,9 +705,16 @@ class CPVTONPlusModel:
         ``output_size``: "original" (the person photo's size) or "model" (192×256);
         ``garment_resolution`` (for "original"): "full" draws the garment from its photo at the
         result's resolution through the upsampled grid (:mod:`vton_core.compose`), "model"
-        upscales the 192×256 try-on."""
-        persons = [persons] if isinstance(persons, PreparedPerson) else list(persons)
-        cloths = [cloths] if isinstance(cloths, PreparedCloth) else list(cloths)
+        upscales the 192×256 try-on.
+
+        An item that is not prepared (a file path, bytes, a PIL image or an array: what
+        :meth:`prepare_person` / :meth:`prepare_cloth` take) is prepared here first, with
+        everything computed; anything else is :class:`InvalidInput` naming ``persons[i]`` /
+        ``cloths[i]``."""
+        persons = [self._prepared(p, f"persons[{i}]", PreparedPerson, self.prepare_person)
+                   for i, p in enumerate(_items(persons, PreparedPerson))]
+        cloths = [self._prepared(c, f"cloths[{i}]", PreparedCloth, self.prepare_cloth)
+                  for i, c in enumerate(_items(cloths, PreparedCloth))]
         if len(persons) == 1 and len(cloths) > 1:
             persons = persons * len(cloths)
         elif len(cloths) == 1 and len(persons) > 1:
@@ -708,6 +739,17 @@ class CPVTONPlusModel:
         shared = {"representation": rep_ms, "networks": net_ms}
         return [self._result(i, p, c, out, output_size, garment_resolution, shared)
                 for i, (p, c) in enumerate(zip(persons, cloths))]
+
+    @staticmethod
+    def _prepared(item: Any, where: str, kind: type, prepare) -> Any:
+        """``item`` if it is a ``kind`` (PreparedPerson / PreparedCloth), else ``prepare(item)``
+        for an image input; another type is InvalidInput naming ``where``."""
+        if isinstance(item, kind):
+            return item
+        if not isinstance(item, IMAGE_INPUT_TYPES):
+            raise InvalidInput(f"expected a {kind.__name__} or an image (a path, bytes, a PIL image "
+                               f"or an array), got {type(item).__name__}", field=where)
+        return prepare(item)
 
     def _result(self, i: int, person: PreparedPerson, cloth: PreparedCloth, out: dict,
                 output_size: str, garment_resolution: str, batch_ms: dict) -> TryOnResult:
@@ -787,6 +829,20 @@ class CPVTONPlusModel:
             cloth_list.append(self.prepare_cloth(item["cloth"], cloth_mask=item.get("cloth_mask")))
         return self.run(persons, cloth_list, output_size=output_size,
                         garment_resolution=garment_resolution)
+
+
+#: What ``run`` prepares itself: the image forms that ``load_rgb`` decodes.
+IMAGE_INPUT_TYPES = (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)
+
+
+def _items(value: Any, kind: type) -> list:
+    """``value`` as a list of items: one prepared item or one image is a list of one."""
+    if isinstance(value, (kind,) + IMAGE_INPUT_TYPES):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]              # not iterable: refused by name in run()
 
 
 def pair_mapping(pair: PairInput, where: str = "pair") -> Mapping[str, Any]:

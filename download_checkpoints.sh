@@ -42,8 +42,8 @@ $DEFAULT_COMMIT of github.com/$DEFAULT_REPO, checked against their git
 blob ids and loaded strictly as CP-VTON+ networks (GMM input 22 + 1 channels, TOM 26 in / 4 out).
 
 Options:
-  --from-dir DIR    use DIR/GMM/gmm_final.pth and DIR/TOM/tom_final.pth (when present) as the
-                    source of a model whose URL is not set
+  --from-dir DIR    use DIR/GMM/gmm_final.pth and DIR/TOM/tom_final.pth as the source of a
+                    model whose URL is not set (a file missing there is an error: no download)
   --if-configured   when a download fails (source unreachable), warn, keep nothing of that model
                     and exit 0 (the Docker build with BAKE_CHECKPOINTS=auto); a file that fails
                     verification is still an error
@@ -162,11 +162,17 @@ verify() {
   load_check "$name" "$file"
 }
 
+# What to do without access to the source (one line, said once per run).
+readonly OFFLINE_HINT="the smoke run (./run.sh python runpod_test.py) works without the weights (on random weights, and says so); to install them, get gmm_final.pth and tom_final.pth by hand (the authors' folder: $OFFICIAL_PAGE) into DIR/GMM/ and DIR/TOM/ and run ./$prog --from-dir DIR"
+
 # download_failed NAME MESSAGE: fatal, or (with --if-configured) only a warning.
 download_failed() {
   ((if_configured)) || die "$1: $2"
   log "warning: $1: $2; continuing without $1 (--if-configured)"
 }
+
+# drop_empty_folder FILE: remove FILE's folder if the failed download left it empty.
+drop_empty_folder() { rmdir -- "$(dirname -- "$1")" 2>/dev/null || true; }
 
 # fetch NAME URL EXPECTED_SHA256 EXPECTED_BLOB DEST
 fetch() {
@@ -183,14 +189,19 @@ fetch() {
     # 18 (partial file), 28 (timeout), 56 (recv failure): the .part is worth resuming.
     case $rc in
       18 | 28 | 56)
-        if ((if_configured)); then rm -f -- "$part"; fi
+        if ((if_configured)); then rm -f -- "$part"; drop_empty_folder "$dest"; fi
         download_failed "$name" "transfer interrupted (curl exit $rc); run again to resume from $part"
         return 0 ;;
       *)
-        # Nothing useful was received (404, DNS, refused...): do not leave an empty .part behind.
-        if ((if_configured)) || [[ ! -s $part ]]; then rm -f -- "$part"; fi
-        download_failed "$name" "download failed (curl exit $rc) from $(redact_url "$url"); without
-access to it, get the files by hand (the authors' folder: $OFFICIAL_PAGE) and pass --from-dir DIR"
+        # Nothing useful was received (404, DNS, refused...): leave no empty .part or folder.
+        if ((if_configured)) || [[ ! -s $part ]]; then rm -f -- "$part"; drop_empty_folder "$dest"; fi
+        local what="download failed (curl exit $rc)"
+        # 5, 6: proxy or host name not resolved; 7: no connection: most likely no network.
+        [[ $rc == 5 || $rc == 6 || $rc == 7 ]] && what="cannot reach the source (no network? curl exit $rc)"
+        local hint=""
+        ((hinted)) || hint=". Without access to it: $OFFLINE_HINT"
+        hinted=1
+        download_failed "$name" "$what from $(redact_url "$url")$hint"
         return 0 ;;
     esac
   fi
@@ -225,13 +236,15 @@ resolve_url() {
     [[ -r ${!file_var} ]] || die "$file_var=${!file_var} is not a readable file"
     url=$(tr -d '\r\n' <"${!file_var}")
   fi
-  if [[ -z $url && -n $from_dir && -f $from_dir/$sub ]]; then
+  if [[ -z $url && -n $from_dir ]]; then
+    # Checked before anything is fetched (see below): never a silent download instead.
+    [[ -f $from_dir/$sub ]] || return 0
     url="file://$(cd -- "$(dirname -- "$from_dir/$sub")" && pwd)/$(basename -- "$sub")"
   fi
   printf '%s' "${url:-$DEFAULT_BASE_URL/$sub}"
 }
 
-from_dir="" if_configured=0 force=0 print_hashes=0
+from_dir="" if_configured=0 force=0 print_hashes=0 hinted=0
 while (($#)); do
   case $1 in
     --from-dir)
@@ -290,7 +303,7 @@ fi
 
 # Decide what to do for every model before downloading anything.
 declare -A urls=() wants=() blobs=()
-todo=()
+todo=() missing=()
 for name in "${names[@]}"; do
   dest="$checkpoint_dir/${files[$name]}"
   sha_var="${name}_SHA256" blob_var="${name}_GIT_BLOB"
@@ -309,12 +322,21 @@ for name in "${names[@]}"; do
     log "$name: $dest present but rejected ($reason); it will be replaced"
   fi
   urls[$name]=$(resolve_url "$name" "${files[$name]}")
+  [[ -n ${urls[$name]} ]] || missing+=("$from_dir/${files[$name]}")
   todo+=("$name")
 done
+((${#missing[@]} == 0)) || die "--from-dir $from_dir: ${missing[*]} not found (expected" \
+  "DIR/GMM/gmm_final.pth and DIR/TOM/tom_final.pth; nothing was downloaded)"
 
 for name in "${todo[@]}"; do
   fetch "$name" "${urls[$name]}" "${wants[$name]}" "${blobs[$name]}" \
     "$checkpoint_dir/${files[$name]}"
 done
-log "done: checkpoints in $checkpoint_dir; pin them in the worker's environment with:"
-print_sha256_lines || log "warning: no checkpoint was fetched (--if-configured)"
+if [[ -f $checkpoint_dir/${files[GMM]} || -f $checkpoint_dir/${files[TOM]} ]]; then
+  log "done: checkpoints in $checkpoint_dir; pin them in the worker's environment with these lines:"
+  print_sha256_lines
+else
+  log "done, without checkpoints (--if-configured): none could be fetched into $checkpoint_dir;" \
+    "the worker then needs them at run time (CHECKPOINT_DIR) or runs on random weights" \
+    "(ALLOW_RANDOM_WEIGHTS=1)"
+fi

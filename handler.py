@@ -2,6 +2,7 @@
 
     python handler.py                                   # runs test_input.json once (SDK convention)
     python handler.py --rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port 8000   # local dev API
+    python handler.py --help                            # these lines and the SDK's flags
 
 Start-up (fitness checks, model loading, warm-up) is here; the work of a job is in
 :mod:`worker.pipeline` (named stages over one job state) and the package around it. Every
@@ -11,11 +12,14 @@ a client. The request and response fields are documented in docs/API.md.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from vton_core.errors import CheckpointError, InvalidInput, VTONError, client_text
@@ -24,7 +28,7 @@ from worker.fitness import check_backend, check_checkpoints, check_gpu
 from worker.pipeline import Worker, is_local
 from worker.recovery import is_cuda_fault
 from worker.schema import parse_request
-from worker.settings import Settings
+from worker.settings import REPO_DIR, Settings
 
 log = logging.getLogger("cpvton.worker")
 
@@ -32,6 +36,27 @@ log = logging.getLogger("cpvton.worker")
 INTERNAL_MESSAGE = "INTERNAL: the worker failed to process this job; it has been logged"
 #: Longest job id kept for logs and S3 prefixes (RunPod's ids are far shorter).
 MAX_JOB_ID_CHARS = 128
+#: Where the local test run (``python handler.py``) writes its result images.
+LOCAL_OUTPUT_DIR = REPO_DIR / "outputs" / "handler"
+#: The job the local test run takes when the current folder has no test_input.json.
+TEST_INPUT = REPO_DIR / "test_input.json"
+#: The SDK's command-line flags (parsed by runpod.serverless.start), for ``--help``.
+HELP = """usage: python handler.py [--help] [--test_input JSON] [--rp_serve_api [--rp_api_host HOST]
+                         [--rp_api_port PORT] [--rp_api_concurrency N]] [--rp_log_level LEVEL]
+
+The CP-VTON+ RunPod worker. On RunPod it takes jobs from the endpoint's queue. Locally:
+
+  python handler.py              run one job, test_input.json (of the current folder, else of the
+                                 checkout), and write its result under outputs/handler/ of the
+                                 checkout (git-ignored)
+  --test_input JSON              run this job instead ('{"input": {...}}')
+  --rp_serve_api                 serve the SDK's dev API (/run, /runsync, /status) on
+                                 --rp_api_host (default localhost) : --rp_api_port (default 8000)
+  --rp_log_level LEVEL           the SDK's own log level (LOG_LEVEL sets ours and the SDK's)
+
+Configuration: the environment variables of worker/settings.py and .env.example (without
+checkpoints set ALLOW_RANDOM_WEIGHTS=1 for a smoke run). Request and response fields:
+docs/API.md."""
 
 _WORKER: Optional[Worker] = None
 _WORKER_LOCK = threading.Lock()
@@ -40,27 +65,35 @@ _WORKER_LOCK = threading.Lock()
 # ----------------------------------------------------------------------------------------------
 # Start-up: fitness checks, model loading and warm-up
 # ----------------------------------------------------------------------------------------------
-def load_model(settings: Settings):
+#: What allows random weights in the worker (named in the log when they are used).
+RANDOM_WEIGHTS_SWITCH = "ALLOW_RANDOM_WEIGHTS=1"
+
+
+def load_model(settings: Settings, random_weights_switch: str = RANDOM_WEIGHTS_SWITCH):
     """The CP-VTON+ predictor as configured (raises CheckpointError naming a missing, unreadable or
-    tampered file: with GMM_SHA256 / TOM_SHA256 set, a file with another sha256 is refused)."""
+    tampered file: with GMM_SHA256 / TOM_SHA256 set, a file with another sha256 is refused).
+    ``random_weights_switch``: what set ``settings.allow_random_weights``, for the log."""
     from cpvton_infer import CPVTONPlusModel, build_model
     networks = build_model(settings.checkpoint_dir, settings.device,
                            gmm_checkpoint=settings.gmm_checkpoint,
                            tom_checkpoint=settings.tom_checkpoint,
                            gmm_sha256=settings.gmm_sha256, tom_sha256=settings.tom_sha256,
                            allow_random_weights=settings.allow_random_weights,
+                           random_weights_switch=random_weights_switch,
                            backend=settings.backend, openvino_cache_dir=settings.openvino_cache_dir)
     return CPVTONPlusModel(networks=networks, precision=settings.precision,
                            max_pixels=settings.max_image_pixels)
 
 
-def start_worker(settings: Settings) -> Worker:
-    """Fitness checks, model loading and warm-up; the result serves every job of the process."""
+def start_worker(settings: Settings, random_weights_switch: str = RANDOM_WEIGHTS_SWITCH) -> Worker:
+    """Fitness checks, model loading and warm-up; the result serves every job of the process.
+    ``random_weights_switch``: what allowed random weights, named in the log (the smoke run
+    allows them itself)."""
     check_gpu(settings)
     check_backend(settings)
     check_checkpoints(settings)
     t0 = time.perf_counter()
-    model = load_model(settings)
+    model = load_model(settings, random_weights_switch)
     worker = Worker(settings, model)
     info = model.weights.short()
     log.info("model loaded in %.0f ms on %s, backend %s (%s), %s; weights gmm=%s tom=%s "
@@ -68,7 +101,7 @@ def start_worker(settings: Settings) -> Worker:
              model.backend_reason, model.precision, info["gmm_sha256"], info["tom_sha256"],
              info["random"])
     if info["random"]:
-        log.warning("RANDOM WEIGHTS (ALLOW_RANDOM_WEIGHTS=1): results are not real try-ons")
+        log.warning("RANDOM WEIGHTS (%s): results are not real try-ons", model.weights.random_reason)
     if settings.warmup:
         log.info("warm-up inference took %.0f ms", worker.warm_up())
     return worker
@@ -159,7 +192,53 @@ def register_fitness_checks(settings: Settings) -> None:
         set_worker(start_worker(settings))
 
 
+def _is_local_test_run(argv: list) -> bool:
+    """True for the SDK's local one-job run (no --rp_serve_api, not on RunPod's queue)."""
+    return is_local() and "--rp_serve_api" not in argv
+
+
+def save_local_result(output: dict, out_dir: Path = LOCAL_OUTPUT_DIR) -> list:
+    """Write the result images of a job's ``output`` (inline base64) into ``out_dir`` as
+    ``result.<fmt>`` (a batch: ``result_<i>.<fmt>``); returns the paths written. For the local
+    test run, whose result the SDK only logs (and our log redacts)."""
+    items = output.get("results") if isinstance(output.get("results"), list) else [output]
+    written = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("result_image"), str):
+            continue
+        fmt = str(item.get("format", "png")).lower()
+        ext = "jpg" if fmt == "jpeg" else fmt
+        name = f"result.{ext}" if len(items) == 1 else f"result_{i}.{ext}"
+        try:
+            data = base64.b64decode(item["result_image"].split(",", 1)[-1])
+        except (binascii.Error, ValueError):
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / name).write_bytes(data)
+        written.append(out_dir / name)
+    return written
+
+
+def local_test_handler(job: Any) -> dict:
+    """:func:`handler` for the local test run: the result images also go to
+    :data:`LOCAL_OUTPUT_DIR`, and the log says where."""
+    output = handler(job)
+    if "error" not in output:
+        try:
+            paths = save_local_result(output)
+        except OSError as err:
+            log.warning("local test run: the result could not be written to %s (%s)",
+                        LOCAL_OUTPUT_DIR, err.strerror)
+        else:
+            log.info("local test run: result written to %s",
+                     ", ".join(str(p) for p in paths) or "nothing (no inline image)")
+    return output
+
+
 def main() -> None:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(HELP)
+        return
     import runpod
 
     try:
@@ -180,8 +259,14 @@ def main() -> None:
     else:
         register_fitness_checks(settings)
     concurrency = settings.concurrency
+    serve = handler if concurrency == 1 else async_handler
+    if _is_local_test_run(sys.argv):
+        serve = local_test_handler
+        if "--test_input" not in sys.argv and not Path("test_input.json").is_file():
+            # The SDK reads ./test_input.json; from another folder, the checkout's.
+            sys.argv += ["--test_input", TEST_INPUT.read_text()]
     runpod.serverless.start({
-        "handler": handler if concurrency == 1 else async_handler,
+        "handler": serve,
         "concurrency_modifier": lambda current: concurrency,
     })
 

@@ -3,6 +3,10 @@
 #   ./run.sh                            # only install (or update) the environment
 #   ./run.sh python runpod_test.py      # local smoke run
 #   ./run.sh python -m pytest -q        # the test suite
+# The command runs in the current folder, so relative paths mean what they mean there
+# (/path/to/run.sh python runpod_test.py --person person.jpg from the photo's folder); a script
+# named by a relative path that is not in the current folder is the checkout's, and
+# `python -m pytest` from outside the checkout runs the checkout's tests there.
 # The environment lives in .venv (override with VENV=...). It is rebuilt when a requirements
 # file changes; the project itself is installed in editable mode (pyproject.toml). PYTHON picks
 # the interpreter used to create it (CPython 3.10-3.12).
@@ -33,6 +37,14 @@ if [[ ! -f $project_stamp || $(cat "$project_stamp") != "$want_project" ]]; then
   echo "$want_project" >"$project_stamp"
 fi
 export PATH="$venv/bin:$PATH"
-cd "$here"
 (($#)) || { echo "run.sh: environment ready in $venv ($(du -sh "$venv" | cut -f1))" >&2; exit 0; }
-exec "$@"
+args=("$@")
+if [[ ${args[0]} == python* && $# -ge 2 ]]; then
+  script=${args[1]}
+  if [[ $script != -* && $script != /* && ! -e $script && -f $here/$script ]]; then
+    args[1]="$here/$script"                   # the checkout's script, from any folder
+  elif [[ $script == -m && ${args[2]:-} == pytest && $PWD != "$here" && $PWD != "$here"/* ]]; then
+    cd "$here"                                # the checkout's tests and configuration
+  fi
+fi
+exec "${args[@]}"

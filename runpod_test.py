@@ -28,6 +28,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 BANNER = "=" * 78
+#: Default output folder: the checkout's outputs/ (git-ignored), whatever the current folder.
+OUT_DIR = Path(__file__).resolve().parent / "outputs" / "runpod_test"
 
 
 def _load(path: str, option: str) -> Image.Image:
@@ -52,17 +54,27 @@ def _b64(image: Image.Image, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def montage(panels: list, height: int = 384) -> Image.Image:
-    """Side-by-side panels ``[(title, image)]`` scaled to one height, titled."""
+#: Written across the montage when the weights are random, so that a screenshot says it too.
+RANDOM_BANNER = "RANDOM WEIGHTS: the networks are untrained, this is NOT a real try-on"
+BANNER_HEIGHT = 28
+
+
+def montage(panels: list, height: int = 384, banner: str | None = None) -> Image.Image:
+    """Side-by-side panels ``[(title, image)]`` scaled to one height, titled; ``banner``: a line
+    in white on red above them (the random-weights warning)."""
     scaled = [(t, im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height)))
               for t, im in panels]
-    out = Image.new("RGB", (sum(im.width for _, im in scaled) + 8 * (len(scaled) + 1), height + 28),
-                    (255, 255, 255))
-    x = 8
+    top = BANNER_HEIGHT if banner else 0
+    out = Image.new("RGB", (sum(im.width for _, im in scaled) + 8 * (len(scaled) + 1),
+                            top + height + 28), (255, 255, 255))
     draw = ImageDraw.Draw(out)
+    if banner:
+        draw.rectangle((0, 0, out.width, top - 1), fill=(200, 0, 0))
+        draw.text((8, 8), banner, fill=(255, 255, 255))
+    x = 8
     for title, im in scaled:
-        out.paste(im, (x, 24))
-        draw.text((x, 6), title, fill=(0, 0, 0))
+        out.paste(im, (x, top + 24))
+        draw.text((x, top + 6), title, fill=(0, 0, 0))
         x += im.width + 8
     return out
 
@@ -75,6 +87,7 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    switch = handler.RANDOM_WEIGHTS_SWITCH
     gmm = settings.gmm_checkpoint or settings.checkpoint_dir / GMM_FILE
     tom = settings.tom_checkpoint or settings.checkpoint_dir / TOM_FILE
     if not (gmm.is_file() and tom.is_file()):
@@ -83,9 +96,10 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
               f"the picture is noise.\n!!! Get them with ./download_checkpoints.sh "
               f"(README_RUNPOD.md).\n{BANNER}", flush=True)
         settings = dataclasses.replace(settings, allow_random_weights=True)
+        switch = "the smoke run, without checkpoints"
     logs.configure_logging(settings.log_level)
     t0 = time.perf_counter()
-    handler.set_worker(handler.start_worker(settings))
+    handler.set_worker(handler.start_worker(settings, random_weights_switch=switch))
     print(f"worker started (model load + warm-up) in {(time.perf_counter() - t0) * 1000:.0f} ms")
     job = {"id": "runpod-test", "input": {"person_image": _b64(person), "cloth_image": _b64(cloth),
                                           "output_format": fmt, "return_intermediates": True}}
@@ -99,11 +113,18 @@ def run_local(person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -
     return output, times
 
 
-def run_api(url: str, person: Image.Image, cloth: Image.Image, fmt: str, repeats: int) -> tuple:
-    """Drive a running dev server over HTTP with the example client."""
+def run_api(url: str, person: Image.Image, cloth: Image.Image, fmt: str, repeats: int,
+            timeout: float) -> tuple:
+    """Drive a running dev server over HTTP with the example client; each call (its retries
+    included, each logged) ends within ``timeout`` seconds."""
+    import logging
+
     from client_example import CPVTONClient, CPVTONError
 
-    client = CPVTONClient(base_url=url, timeout=600)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"calling {url} (at most {timeout:g} s per call; connection errors and 429/5xx are "
+          f"retried, each retry logged)", flush=True)
+    client = CPVTONClient(base_url=url, timeout=timeout)
     times, result = [], None
     for _ in range(repeats):
         t1 = time.perf_counter()
@@ -122,7 +143,12 @@ def main(argv=None) -> int:
     parser.add_argument("--person", help="person photo (default: the one of test_input.json)")
     parser.add_argument("--cloth", help="garment photo (default: the one of test_input.json)")
     parser.add_argument("--api", metavar="URL", help="dev server URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--out-dir", default="outputs/runpod_test")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="with --api: seconds each call may take in all, retries included "
+                             "(default: 300)")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR,
+                        help="where the pictures and timings go (default: outputs/runpod_test/ "
+                             "of the checkout, git-ignored)")
     parser.add_argument("--format", default="png", choices=("png", "jpeg", "webp"))
     parser.add_argument("--repeats", type=int, default=2,
                         help="calls to time (the 2nd reuses the cached person analysis)")
@@ -146,7 +172,8 @@ def _smoke_run(args) -> int:
     person = _load(args.person, "--person") if args.person else default_person
     cloth = _load(args.cloth, "--cloth") if args.cloth else default_cloth
     if args.api:
-        output, times = run_api(args.api, person, cloth, args.format, max(1, args.repeats))
+        output, times = run_api(args.api, person, cloth, args.format, max(1, args.repeats),
+                                args.timeout)
     else:
         output, times = run_local(person, cloth, args.format, max(1, args.repeats))
     if "error" in output:
@@ -159,8 +186,8 @@ def _smoke_run(args) -> int:
     result_path = out_dir / f"result.{'jpg' if args.format == 'jpeg' else args.format}"
     result_path.write_bytes(base64.b64decode(output["result_image"]))
     warped = Image.open(io.BytesIO(base64.b64decode(output["intermediates"]["warped_cloth"])))
-    montage([("person", person), ("cloth", cloth), ("warped cloth", warped),
-             ("result", result)]).save(out_dir / "montage.png")
+    montage([("person", person), ("cloth", cloth), ("warped cloth", warped), ("result", result)],
+            banner=RANDOM_BANNER if output.get("random_weights") else None).save(out_dir / "montage.png")
     summary = {"calls_ms": [round(t, 1) for t in times],
                "median_ms": round(statistics.median(times), 1) if times else None,
                "timings_ms": output.get("timings_ms"),

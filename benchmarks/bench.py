@@ -130,11 +130,19 @@ def load_nets(device="cpu"):
     return gmm.to(device), tom.to(device)
 
 
-def nets_forward(gmm, tom, ag, cloth, mask):
-    grid, _ = gmm(ag, mask)
+def nets_forward(gmm, tom, ag_gmm, ag_tom, cloth, mask):
+    """The try-on B×3×H×W of GMM → warp → TOM (as CPVTONPlusModel.forward_tensors computes it)."""
+    grid, _ = gmm(ag_gmm, mask)
     warped, wmask = networks.warp_cloth(cloth, mask, grid)
-    raw = tom(torch.cat([ag, warped, (wmask >= 0.5).to(warped.dtype)], 1))
+    raw = tom(torch.cat([ag_tom, warped, (wmask >= 0.5).to(warped.dtype)], 1))
     return networks.tom_outputs(raw.float(), warped.float())[2]
+
+
+def tryon_psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """PSNR (dB) of a try-on against the eager fp32 one, images in [-1, 1]: the one definition
+    of every "PSNR vs fp32" figure of this benchmark (the networks section and the backend
+    rows, computed on the same inputs, :func:`pipeline_inputs`)."""
+    return psnr(out.reshape(1, -1), ref.reshape(1, -1), data_range=2.0).item()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,20 +152,22 @@ def section_networks(results: dict, repeats: int) -> None:
     gmm, tom = load_nets()
     flops = count_flops(gmm, tom)
     total = flops["gmm"] + flops["tom"]
-    torch.manual_seed(0)
-    ag, cloth = torch.randn(1, 22, H, W), torch.rand(1, 3, H, W) * 2 - 1
-    mask = (torch.rand(1, 1, H, W) > 0.5).float()
+    # The backend rows' inputs (real VITON pairs when ../shared is there), so that the bf16 PSNR
+    # below is the eager bf16 row's figure. Random noise inputs, with one agnostic for both
+    # networks, gave 32.6 dB against 36.8 dB on the rows' inputs (eager bf16, emulated, on a
+    # 2-core AMD EPYC without native bf16; issue 21 saw 31.2 against 39.1 dB).
+    inputs = pipeline_inputs(1)
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     # Matmul peak and networks interleaved, so that the ratio is taken pair by pair on a
     # machine whose speed drifts.
     peaks, nets = [], []
     with torch.inference_mode():
-        ref = nets_forward(gmm, tom, ag, cloth, mask)
+        ref = nets_forward(gmm, tom, *inputs)
         a @ b
         for _ in range(repeats):
             peaks.append(2 * n ** 3 / median_ms(lambda: a @ b, 3, warmup=0) / 1e6)
-            nets.append(median_ms(lambda: nets_forward(gmm, tom, ag, cloth, mask), 1, warmup=0))
+            nets.append(median_ms(lambda: nets_forward(gmm, tom, *inputs), 1, warmup=0))
     fp32_ms = statistics.median(nets)
     results["gflop_per_pair"] = {"gmm": flops["gmm"] / 1e9, "tom": flops["tom"] / 1e9}
     results["matmul_fp32_peak_gflops"] = statistics.median(peaks)
@@ -167,10 +177,10 @@ def section_networks(results: dict, repeats: int) -> None:
         [total / t / 1e6 / p for t, p in zip(nets, peaks)])
     if cpu_has_native_bf16():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16_ms = median_ms(lambda: nets_forward(gmm, tom, ag, cloth, mask), repeats)
-            out = nets_forward(gmm, tom, ag, cloth, mask)
+            bf16_ms = median_ms(lambda: nets_forward(gmm, tom, *inputs), repeats)
+            out = nets_forward(gmm, tom, *inputs)
         results["bf16_speedup"] = fp32_ms / bf16_ms
-        results["bf16_psnr_db"] = psnr(out.reshape(1, -1), ref.reshape(1, -1), data_range=2.0).item()
+        results["bf16_psnr_db"] = tryon_psnr(out, ref)
     else:
         results["bf16_speedup"] = None
         results["bf16_note"] = "this CPU has no native bf16 (AVX512-BF16/AMX): not measured"
@@ -279,8 +289,7 @@ def section_backends(results: dict, ckpt: Path, repeats: int, batches=(1, 4)) ->
             row = {"backend": backend, "precision": precision, "batch": batch,
                    "networks_ms": ms, "gflops": flops * batch / ms / 1e6,
                    "speedup_vs_eager_fp32": base_ms / ms,
-                   "psnr_vs_eager_fp32_db": psnr(out["tryon"].reshape(1, -1), ref["tryon"].reshape(1, -1),
-                                                 data_range=2.0).item(),
+                   "psnr_vs_eager_fp32_db": tryon_psnr(out["tryon"], ref["tryon"]),
                    "grid_max_error": float((out["grid"] - ref["grid"]).abs().max())}
             for p, v in peak.items():
                 row[f"fraction_of_{p}_peak"] = row["gflops"] / v
@@ -683,12 +692,15 @@ def section_gpu(results: dict, repeats: int) -> None:
 
         def run():
             with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
-                nets_forward(gmm, tom, ag, cloth, mask)
+                nets_forward(gmm, tom, ag, ag, cloth, mask)
             torch.cuda.synchronize()
         ms = median_ms(run, repeats, warmup=3)
         results[f"gpu_networks_b{batch}_ms"] = ms
         results[f"gpu_networks_b{batch}_pairs_per_s"] = batch / ms * 1000
 
+
+#: Requests served before the worker's RSS is read (the rss_after_requests_mb goal).
+FULL_MEMORY_REQUESTS = 500
 
 GOALS = [  # (key, label, comparison, goal)
     ("networks_fp32_b1_fraction_of_peak", "networks fp32 b1, fraction of matmul peak", ">=", 0.70),
@@ -714,13 +726,23 @@ GOALS = [  # (key, label, comparison, goal)
 ]
 
 
-def print_table(results: dict) -> None:
+#: Goals whose figure --quick does not measure as the goal means it (key -> why), so it is shown
+#: without a verdict; the other figures are the same measurement from fewer repeats.
+QUICK_UNJUDGED = {"rss_after_requests_mb": "--quick: after {memory_requests} requests, the goal is "
+                                           "after " + str(FULL_MEMORY_REQUESTS)}
+
+
+def print_table(results: dict, quick: bool = False) -> None:
     print(f"machine: {json.dumps(results['machine'])}")
     print(f"{'figure':<46} {'value':>12} {'goal':>10}  met")
     for key, label, op, goal in GOALS:
         v = results.get(key)
         if v is None:
             print(f"{label:<46} {'n/a':>12} {op + str(goal):>10}  -")
+            continue
+        if quick and key in QUICK_UNJUDGED:
+            why = QUICK_UNJUDGED[key].format(memory_requests=results.get("memory_requests", "fewer"))
+            print(f"{label:<46} {v:12.3f} {op + str(goal):>10}  - ({why})")
             continue
         met = v >= goal if op == ">=" else v <= goal
         print(f"{label:<46} {v:12.3f} {op + str(goal):>10}  {'yes' if met else 'NO'}")
@@ -744,7 +766,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json")
     ap.add_argument("--sections", default="networks,stages,backends,repr,preprocess,e2e,cache,compose,cold,gpu")
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--memory-requests", type=int, default=500)
+    ap.add_argument("--memory-requests", type=int, default=FULL_MEMORY_REQUESTS)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for PyTorch and OpenVINO in this process (default: all cores); "
@@ -778,7 +800,7 @@ def main(argv=None) -> int:
                 step()
                 print(f"[{name} done in {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    print_table(results)
+    print_table(results, quick=args.quick)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")

@@ -228,6 +228,17 @@ def container_env(stage: Stage, root: Path, home: Path, overrides: dict[str, str
     return env
 
 
+#: Packages every image's CMD (handler.py) imports, whatever its target: without them here the
+#: run would end in a ModuleNotFoundError from inside the worker.
+WORKER_PACKAGES = ("runpod", "numpy", "PIL")
+
+
+def missing_worker_packages() -> list[str]:
+    """The :data:`WORKER_PACKAGES` that this interpreter (the CMD's ``python``) cannot import."""
+    import importlib.util
+    return [name for name in WORKER_PACKAGES if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -288,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
                       sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
             return 0
+        missing = missing_worker_packages()
+        if missing:
+            log.error("%s cannot import %s, which the worker needs: run this tool with the "
+                      "project's environment: ./run.sh python tools/run_like_container.py ...",
+                      sys.executable, ", ".join(missing))
+            return 2
         shown = [a if len(a) <= MAX_LOGGED_ARG else f"<{len(a)} characters>" for a in cmd]
         log.info("running %s in %s (as the image's WORKDIR %s)", shown, root, stage.workdir)
         try:

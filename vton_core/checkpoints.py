@@ -15,8 +15,9 @@ GMM_FILE = Path("GMM") / "gmm_final.pth"
 TOM_FILE = Path("TOM") / "tom_final.pth"
 HOW_TO_GET = ("Get the official CP-VTON+ checkpoints with ./download_checkpoints.sh "
               "(see README_RUNPOD.md), or point CHECKPOINT_DIR / GMM_CHECKPOINT / TOM_CHECKPOINT "
-              "at them; ALLOW_RANDOM_WEIGHTS=1 runs without them, on random weights (a smoke "
-              "run: the pictures are noise).")
+              "at them; ALLOW_RANDOM_WEIGHTS=1 (the worker, the smoke run and the Python API; in "
+              "Python also allow_random_weights=True) runs without them, on random weights (a "
+              "smoke run: the pictures are noise).")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class WeightsInfo:
     random: bool
     gmm_path: str | None = None
     tom_path: str | None = None
+    #: Why the weights are random (None when they are not): for the operator's log, not clients.
+    random_reason: str | None = None
 
     def short(self) -> dict:
         """A compact, client-safe identity: sha256 prefixes and the random flag (no paths)."""

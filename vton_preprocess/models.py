@@ -8,11 +8,15 @@ MediaPipe graphs are not thread-safe, so every call goes through :func:`run`, wh
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -28,6 +32,45 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LOCK = threading.RLock()
 _cache: dict[str, Any] = {}
+
+#: Lines that MediaPipe's native code writes to the process's stderr (fd 2) when a graph is made
+#: and when its calculators start (at the first runs), past any Python logger: TFLite's "INFO: Created TensorFlow Lite XNNPACK
+#: delegate", absl's "before absl::InitializeLog()" notice, and absl/glog INFO and WARNING lines
+#: ("W0000 00:00:1796598851.098512  7711 inference_feedback_manager.cc:114] ..."). Errors
+#: (E..., F...) and anything else pass.
+NATIVE_NOISE = re.compile(
+    rb"^(INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog"
+    rb"|[IW]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\])")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Keep MediaPipe's native INFO/WARNING lines (:data:`NATIVE_NOISE`) out of the worker's log
+    unless it logs at DEBUG: fd 2 goes to a temporary file for the duration, and every line of
+    it that is not such noise (Python log lines of other threads, tracebacks, native errors) is
+    written back to stderr afterwards, in order. Called under ``LOCK``, so never nested."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:                 # no stderr at all (a daemon): nothing to keep quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True)
+                    if not NATIVE_NOISE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _solutions():
@@ -60,7 +103,13 @@ def get(name: str):
         model = _cache.get(name)
         if model is None:
             log.info("loading MediaPipe %s model", name)
-            model = _FACTORIES[name](_solutions())
+            with _quiet_native_stderr():
+                model = _FACTORIES[name](_solutions())
+                # The graph's calculators open (and log) on its own threads after start_run:
+                # wait for that here, so that their lines fall inside this window.
+                graph = getattr(model, "_graph", None)
+                if graph is not None and hasattr(graph, "wait_until_idle"):
+                    graph.wait_until_idle()
             _cache[name] = model
         return model
 
@@ -69,7 +118,9 @@ def run(name: str, rgb: np.ndarray):
     """Run the named graph on an H×W×3 uint8 RGB array (C-contiguous), under the lock."""
     rgb = np.ascontiguousarray(rgb)
     with LOCK:
-        return get(name).process(rgb)
+        graph = get(name)
+        with _quiet_native_stderr():
+            return graph.process(rgb)
 
 
 def warm_up(parser: ParserRunner | None = None) -> None:

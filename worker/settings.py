@@ -20,6 +20,9 @@ TOM_SHA256               (unset)             The same for the TOM file (download
                                              --print-hashes prints both lines).
 ALLOW_RANDOM_WEIGHTS     ``0``               ``1``: run with random weights when checkpoints are
                                              missing (tests and demos only; results say so).
+                                             The Python API follows it too (read by
+                                             :func:`random_weights_allowed`), unless given
+                                             ``allow_random_weights=``.
 DEVICE                   ``auto``            ``auto`` | ``cpu`` | ``cuda``.
 REQUIRE_GPU              ``0``               ``1``: refuse to start without a visible CUDA GPU.
 PRECISION                ``auto``            ``auto`` | ``fp32`` | ``bf16`` | ``fp16``. ``auto``: bf16
@@ -165,6 +168,14 @@ class _EnvReader:
         return value
 
 
+def random_weights_allowed(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """ALLOW_RANDOM_WEIGHTS of ``environ`` (default ``os.environ``): the one switch for random
+    weights at every entry point (the worker, the smoke run, and ``cpvton_infer.build_model`` /
+    ``CPVTONPlusModel`` when called without ``allow_random_weights=``). Raises ``ValueError``
+    naming the variable for a value that is not 0 or 1."""
+    return _EnvReader(os.environ if environ is None else environ).flag("ALLOW_RANDOM_WEIGHTS", False)
+
+
 @dataclass(frozen=True)
 class Bucket:
     """Where large responses are uploaded (S3-compatible), and the bounds of each upload."""
@@ -251,7 +262,7 @@ class Settings:
             tom_checkpoint=read.path("TOM_CHECKPOINT"),
             gmm_sha256=read.sha256("GMM_SHA256"),
             tom_sha256=read.sha256("TOM_SHA256"),
-            allow_random_weights=read.flag("ALLOW_RANDOM_WEIGHTS", False),
+            allow_random_weights=random_weights_allowed(read.env),
             device=read.choice("DEVICE", "auto", _DEVICES),
             require_gpu=read.flag("REQUIRE_GPU", False),
             precision=read.choice("PRECISION", "auto", ("auto",) + PRECISIONS),

@@ -117,7 +117,7 @@ def test_curl_examples_fail_loudly(block, server, workdir):
 
 def test_container_like_run_from_readme_runpod():
     text = (ROOT / "README_RUNPOD.md").read_text()
-    command = re.search(r"`(python tools/run_like_container\.py[^`]*)`", text).group(1)
+    command = re.search(r"`(?:\./run\.sh )?(python tools/run_like_container\.py[^`]*)`", text).group(1)
     argv = shlex.split(command)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     res = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True,
@@ -221,3 +221,5 @@ def test_smoke_run_against_the_dev_server_as_documented(server, tmp_path):
                          text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "result.png").is_file()
+    with Image.open(tmp_path / "montage.png") as im:        # random weights: said on the picture
+        assert im.convert("RGB").getpixel((2, 2)) == (200, 0, 0)
