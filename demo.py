@@ -79,8 +79,8 @@ CAPTIONS = {"warped_cloth": "warped garment", "warped_mask": "warped mask",
 
 CSS = """
 .field-error { color: #b00020; font-weight: 600; margin: 0.2em 0 0.6em; }
-#random-weights-banner, .random-weights-note { background: #b00020; color: white;
-  font-weight: 700; padding: 0.5em 0.8em; border-radius: 6px; text-align: center; }
+.random-weights-note { background: #b00020; color: white !important; font-weight: 700;
+  padding: 0.5em 0.8em; border-radius: 6px; text-align: center; }
 """
 
 
@@ -387,8 +387,9 @@ def build_page(local: LocalWorker, examples: list, max_upload_bytes: int) -> gr.
                     errors["target"] = error_box("target")
                 run = gr.Button("Try on", variant="primary", elem_id="run")
             with gr.Column(scale=1):
-                banner = gr.HTML(f"<div>{RANDOM_WEIGHTS_TEXT}: the pipeline is real, the picture "
-                                 "is noise</div>", elem_id="random-weights-banner", visible=False)
+                banner = gr.HTML(f"<div class='random-weights-note'>{RANDOM_WEIGHTS_TEXT}: the "
+                                 "pipeline is real, the picture is noise</div>",
+                                 elem_id="random-weights-banner", visible=False)
                 errors["status"] = error_box("status")
                 result = gr.Image(label="Result (full resolution)", type="pil", format="png",
                                   interactive=False, elem_id="result")
@@ -432,7 +433,15 @@ def build_page(local: LocalWorker, examples: list, max_upload_bytes: int) -> gr.
         def hidden():
             return gr.update(value="", visible=False)
 
-        run.click(try_on, inputs, outputs, concurrency_limit=1, api_name="try_on")
+        def clear():
+            return tuple(hidden() for _ in SLOTS)
+
+        # The last request's errors go at once; the try-on waits its turn in the queue, one at a
+        # time (a second request while one runs is queued), showing its progress on the result.
+        run.click(clear, None, [errors[s] for s in SLOTS], queue=False, show_progress="hidden",
+                  api_visibility="private").then(
+            try_on, inputs, outputs, concurrency_limit=1, api_name="try_on",
+            show_progress_on=[result])
     return page
 
 
