@@ -458,6 +458,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"invalid configuration: {err}", file=sys.stderr)
         return 1
     logs.configure_logging(settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)     # Gradio's own start-up requests
     local = LocalWorker(None if args.no_local else settings)
     with tempfile.TemporaryDirectory(prefix="cpvton-demo-") as tmp:
         examples = write_examples(Path(tmp))
