@@ -88,6 +88,7 @@ def encode_result(result, options: Options) -> list[tuple[str, bytes, str]]:
               options.output_format)]
     if options.return_intermediates:
         images = {"warped_cloth": result.warped_cloth, "warped_mask": result.warped_mask,
+                  "warped_grid": result.warped_grid, "rendered": result.rendered,
                   "composite_mask": result.composite_mask, "parse": parse_image(result.parse),
                   "pose_overlay": pose_overlay(result.model_image, result.keypoints)}
         parts += [(name, encode_image(images[name], "png", 100), "png") for name in INTERMEDIATES]

@@ -31,8 +31,10 @@ DEFAULT_OUTPUT_FORMAT = "png"
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_OUTPUT_SIZE = "original"
 DEFAULT_GARMENT_RESOLUTION = "full"
-#: Names of the optional intermediate images (``return_intermediates: true``).
-INTERMEDIATES = ("warped_cloth", "warped_mask", "composite_mask", "parse", "pose_overlay")
+#: Names of the optional intermediate images (``return_intermediates: true``), in the model's
+#: order: the GMM's warp (garment, its mask, the warped grid.png), then the TOM's outputs.
+INTERMEDIATES = ("warped_cloth", "warped_mask", "warped_grid", "rendered", "composite_mask", "parse",
+                 "pose_overlay")
 
 MAX_URL_LENGTH = 2048
 

@@ -100,9 +100,9 @@ def test_large_response_is_uploaded_and_returned_as_urls(make_worker, s3_stub):
     assert out["result_image_url"].startswith(f"{endpoint}/{delivery.bucket_name_for()}/j-s3/"
                                               "result_image")
     assert "X-Amz-Signature=" in out["result_image_url"]
-    assert set(out["intermediate_urls"]) == {"warped_cloth", "warped_mask", "composite_mask",
-                                             "parse", "pose_overlay"}
-    assert len(puts) == 6 and all("/j-s3/" in path and size > 0 for path, size, _ in puts)
+    assert set(out["intermediate_urls"]) == {"warped_cloth", "warped_mask", "warped_grid",
+                                             "rendered", "composite_mask", "parse", "pose_overlay"}
+    assert len(puts) == 8 and all("/j-s3/" in path and size > 0 for path, size, _ in puts)
     assert {ctype for _, _, ctype in puts} == {"image/png"}
 
 

@@ -9,12 +9,13 @@ import json
 import logging
 import re
 
+import numpy as np
 import pytest
 
 import handler
 from tests.helpers.worker_inputs import b64, cloth_fields, decode, person_fields
 from vton_preprocess.parser import DEFAULT_WEIGHTS, card_path
-from worker import inputs
+from worker import inputs, sample_images
 
 CODES = {"INVALID_INPUT", "INVALID_IMAGE", "IMAGE_TOO_LARGE", "NO_PERSON", "NO_CLOTH",
          "BATCH_TOO_LARGE", "INTERNAL", "FETCH_FAILED", "RESPONSE_TOO_LARGE"}
@@ -54,14 +55,27 @@ def test_data_uri_jpeg_original_and_model_size_with_intermediates(worker):
     assert out["success"] and out["format"] == "jpeg"
     image = decode(out["result_image"])
     assert image.format == "JPEG" and image.size == (240, 320)
-    assert set(out["intermediates"]) == {"warped_cloth", "warped_mask", "composite_mask", "parse",
-                                         "pose_overlay"}
+    assert set(out["intermediates"]) == {"warped_cloth", "warped_mask", "warped_grid", "rendered",
+                                         "composite_mask", "parse", "pose_overlay"}
     for name, text in out["intermediates"].items():
         assert decode(text).size == (192, 256), name
     out2 = run({**inp, "output_size": "model", "output_format": "webp",
                 "return_intermediates": False})
     assert out2["person_cache_hit"] is True
     assert decode(out2["result_image"]).size == (192, 256) and out2["format"] == "webp"
+
+
+def test_intermediates_are_the_models_own_images(worker, model):
+    # The fast path: the same drawn person and garment through the model directly.
+    p, c = sample_images.synthetic_person(), sample_images.garment()
+    ref = model.try_on(p.image, c, parse=p.parse, pose=p.pose, person_mask=p.mask,
+                       cloth_mask=sample_images.garment_mask(c))
+    out = run({**person_fields(), **cloth_fields(), "return_intermediates": True})
+    got = {name: np.asarray(decode(text)) for name, text in out["intermediates"].items()}
+    for name in ("warped_cloth", "warped_mask", "warped_grid", "rendered", "composite_mask"):
+        assert np.array_equal(got[name], np.asarray(getattr(ref, name))), name
+    assert got["warped_grid"].shape == (256, 192, 3) and got["rendered"].shape == (256, 192, 3)
+    assert np.array_equal(got["parse"], ref.parse)             # palette PNG: the labels themselves
 
 
 def test_cloth_images_batch_analyses_person_once_and_isolates_bad_item(worker, model,
