@@ -261,6 +261,20 @@ class CPVTONClient:
     def __repr__(self) -> str:
         return f"CPVTONClient(base_url={self.base_url!r})"
 
+    def close(self) -> None:
+        """Close the HTTP session and forget the API key (the log filter no longer holds it)."""
+        self.session.close()
+        if self._api_key:
+            _REDACTOR.secrets.discard(self._api_key)
+            self.session.headers.pop("Authorization", None)
+            self._api_key = ""
+
+    def __enter__(self) -> "CPVTONClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     # -- HTTP -----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _budget(self) -> Iterator[float]:

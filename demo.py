@@ -264,12 +264,8 @@ def endpoint_try_on(target: str, api_key: str, request: Request, payload: dict) 
                           max_retry_s=ENDPOINT_RETRY_S)
     person, cloth = request.photos()               # present: the payload passed the schema
     others = {k: v for k, v in payload.items() if k not in ("person_image", "cloth_image")}
-    try:
+    with client:                                   # closed after the call: the key is forgotten
         return client.try_on_sync(person, cloth, **others)
-    finally:
-        client.session.close()
-        if api_key:   # the client module keeps every key it was given, for its log filter
-            client_example._REDACTOR.secrets.discard(api_key)
 
 
 # ------------------------------------------------------------------------------------------------

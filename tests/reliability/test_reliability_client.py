@@ -226,3 +226,13 @@ def test_client_terminal_statuses(stub, status):
     with pytest.raises(CPVTONError) as info:
         client.try_on_sync(b"p", b"c")
     assert info.value.code == ("NO_PERSON" if status == "FAILED" else status)
+
+
+def test_a_closed_client_forgets_its_key():
+    """``with CPVTONClient(...)`` (or ``close()``): the session is closed and the key is neither
+    sent again nor kept by the module's log filter (the demo page relies on this)."""
+    key = "sk-closed-client-key-0123456789"
+    with CPVTONClient(base_url="http://127.0.0.1:9", api_key=key) as client:
+        assert key in client_example._REDACTOR.secrets
+    assert key not in client_example._REDACTOR.secrets
+    assert "Authorization" not in client.session.headers
