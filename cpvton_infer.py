@@ -403,8 +403,8 @@ def _build_openvino(src: WeightSources, cache_dir: Path, cfg: CPVTONConfig, reas
     if random and not src.random:
         log.warning("RANDOM WEIGHTS: %s / %s hold the deterministic random test weights "
                     "(tools/make_random_checkpoints.py), not trained ones", src.gmm_path, src.tom_path)
-    reason = _missing_reason(src) if src.random else (RANDOM_FILES_REASON if random else None)
-    weights = WeightsInfo(*digests, random=random, random_reason=reason,
+    random_reason = _missing_reason(src) if src.random else (RANDOM_FILES_REASON if random else None)
+    weights = WeightsInfo(*digests, random=random, random_reason=random_reason,
                           **({} if src.random else {"gmm_path": str(src.gmm_path),
                                                     "tom_path": str(src.tom_path)}))
     return OpenVINONetworks(path, weights, Path(cache_dir), cfg, reason)
@@ -434,7 +434,9 @@ def _prepared_openvino(record, src: WeightSources, cfg: CPVTONConfig, reason: st
         log.warning("RANDOM WEIGHTS: the prepared OpenVINO export in %s was made from the "
                     "deterministic random test weights, not trained ones", record.cache_dir)
     log.info("serving the prepared OpenVINO export %s (no checkpoint files)", path.parent)
-    weights = WeightsInfo(record.gmm_sha256, record.tom_sha256, random=record.random)
+    weights = WeightsInfo(record.gmm_sha256, record.tom_sha256, random=record.random,
+                          random_reason=(f"the prepared OpenVINO export in {record.cache_dir} was "
+                                         "made from the random test weights") if record.random else None)
     return OpenVINONetworks(path, weights, record.cache_dir, cfg, reason)
 
 
