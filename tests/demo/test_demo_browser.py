@@ -14,17 +14,14 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
-from tests.helpers.dev_server import ROOT, dev_server, free_port
+from tests.helpers.dev_server import dev_server, free_port, served
 from tests.helpers.shared_data import PHOTOS
 
 pytestmark = pytest.mark.slow        # two server processes and a browser
@@ -74,32 +71,10 @@ def page(random_ckpt_dir, tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env.update(CHECKPOINT_DIR=str(random_ckpt_dir), DEVICE="cpu", WARMUP="0")
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "demo.py", "--host", "127.0.0.1", "--port",
-                                 str(port)], cwd=ROOT, env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"demo exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"demo did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with served([sys.executable, "demo.py", "--host", "127.0.0.1", "--port", str(port)], env,
+                log_path, url, "demo"):
         yield url, log_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture
