@@ -64,14 +64,17 @@ PHOTO_HEIGHT_PX = 320
 PHOTO_MIN_WIDTH_PX = 200
 #: Share of the parse colours in the parse-over-person picture.
 PARSE_ALPHA = 0.55
+#: The random-weights band drawn into a result: its height as a share of the image's shorter
+#: side (at least BAND_MIN_PX), its text's size as a share of the band, its colour.
+BAND_SHARE, BAND_MIN_PX, BAND_TEXT_SHARE, BAND_RGB = 0.06, 14, 0.6, (176, 0, 32)
 
 #: The inputs an error can be shown next to: the worker's field names → the page's slots.
 ANNOTATION_FIELDS = ("person_parse", "person_pose", "person_mask", "cloth_mask")
 SLOTS = ("person_image", "cloth_image") + ANNOTATION_FIELDS + ("options", "target", "status")
-#: Captions of the intermediates in the gallery (the worker's names: worker.schema.INTERMEDIATES).
 #: Codes of a failure to reach a target (the client's, and the page's own two).
 TARGET_CODES = ("UNAVAILABLE", "TIMEOUT", "REQUEST_FAILED", "BAD_RESPONSE", "NOT_SUPPORTED",
                 "NO_TARGET", "NO_API_KEY")
+#: Captions of the intermediates in the gallery (the worker's names: worker.schema.INTERMEDIATES).
 CAPTIONS = {"warped_cloth": "warped garment", "warped_mask": "warped mask",
             "warped_grid": "warped grid", "rendered": "rendered person",
             "composite_mask": "composite mask", "parse": "parse overlay",
@@ -107,10 +110,10 @@ def stamp_random_weights(image: Image.Image) -> Image.Image:
     so that no saved or shared copy of a random-weights result can pass for one."""
     out = image.convert("RGB").copy()
     w, h = out.size
-    band = max(14, round(min(w, h) * 0.06))
+    band = max(BAND_MIN_PX, round(min(w, h) * BAND_SHARE))
     draw = ImageDraw.Draw(out)
-    draw.rectangle([0, 0, w, band], fill=(176, 0, 32))
-    font = ImageFont.load_default(size=max(8, round(band * 0.6)))
+    draw.rectangle([0, 0, w, band], fill=BAND_RGB)
+    font = ImageFont.load_default(size=round(band * BAND_TEXT_SHARE))
     left, top, right, bottom = draw.textbbox((0, 0), RANDOM_WEIGHTS_TEXT, font=font)
     draw.text(((w - (right - left)) / 2 - left, (band - (bottom - top)) / 2 - top),
               RANDOM_WEIGHTS_TEXT, fill=(255, 255, 255), font=font)
