@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow        # two server processes and a browser
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(requirements_demo.txt; ./run.sh installs it)")
 pytest.importorskip("gradio", reason="gradio is not installed (requirements_demo.txt)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -91,14 +92,20 @@ def browser(tmp_path):
         driver.quit()
 
 
+def settled(driver, timeout_s: float) -> WebDriverWait:
+    """A wait that polls through Gradio's re-renders: an element replaced between being found
+    and being read (StaleElementReferenceException) is looked up again at the next poll."""
+    return WebDriverWait(driver, timeout_s, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def upload(driver, elem_id: str, path: Path) -> None:
     """Put ``path`` into the photo input ``elem_id`` (removing the photo already there)."""
     for button in driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} button[aria-label='Remove Image']"):
         button.click()
-    WebDriverWait(driver, 30).until(
+    settled(driver, 30).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, f"#{elem_id} input[type=file]"))
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys(str(path))
-    WebDriverWait(driver, 30).until(lambda d: any(
+    settled(driver, 30).until(lambda d: any(
         "gradio_api/file=" in (img.get_attribute("src") or "")
         for img in d.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")))
 
@@ -117,8 +124,10 @@ def run_and_wait(driver, where: str):
     """Click "Try on"; wait for the result of a run on ``where`` (the info line names it) or an
     error box. Returns (result image URL, errors). (The URL alone would not do: a second run with
     the same inputs and weights gives the same file, which Gradio serves under the same name.)"""
+    errors_before = shown_errors(driver)
     driver.find_element(By.CSS_SELECTOR, "#run").click()
-    WebDriverWait(driver, 30).until(lambda d: not shown_errors(d))   # cleared at the click
+    if errors_before:       # the last run's errors go at the click (a new error may come at once)
+        settled(driver, 30).until(lambda d: not shown_errors(d))
 
     def finished(d):
         errors = shown_errors(d)
@@ -131,7 +140,7 @@ def run_and_wait(driver, where: str):
             if "gradio_api/file=" in src and img.get_attribute("naturalWidth") != "0":
                 return src, {}
         return False
-    return WebDriverWait(driver, RESULT_TIMEOUT_S).until(finished)
+    return settled(driver, RESULT_TIMEOUT_S).until(finished)
 
 
 def check_result(driver, src: str, person: Path, shot: Path) -> Image.Image:
