@@ -181,10 +181,9 @@ def _is_random_entry(entry: Path) -> bool:
     """Whether ``entry``'s manifest says it holds random test weights (False when unreadable:
     an entry we cannot read is not ours to judge, so it is left alone)."""
     try:
-        facts = json.loads((entry / MANIFEST).read_text()).get("facts", {})
+        return model_facts(entry / MODEL_FILES[0]).get("random") is True
     except (OSError, ValueError, AttributeError):
         return False
-    return isinstance(facts, dict) and facts.get("random") is True
 
 
 def _recorded_entries(cache_dir: Path) -> set[str]:
@@ -205,6 +204,7 @@ def prune_random_entries(cache_dir: Path, name: str, keep: int = KEEP_RANDOM_EXP
     protected = _recorded_entries(cache_dir)
     random_entries = [e for e in cache_dir.glob(f"{name}-*")
                       if e.is_dir() and e.name not in protected and _is_random_entry(e)]
+
     def written(entry: Path) -> float:       # 0 for an entry removed meanwhile by another process
         try:
             return (entry / MANIFEST).stat().st_mtime
